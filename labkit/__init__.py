@@ -1,0 +1,26 @@
+"""labkit: the session lab's app, setups and measuring tools, imported by every notebook."""
+
+from .app import create_app
+from .client import lab_client
+from .database import AsyncDatabase, EngineOptions, LabSession, SessionLedger, SyncDatabase
+from .models import Base, Post, User, UserCreate, UserOut
+from .settings import async_url, database_url, safe_url, sqlite_url
+
+__all__ = [
+    "AsyncDatabase",
+    "Base",
+    "EngineOptions",
+    "LabSession",
+    "Post",
+    "SessionLedger",
+    "SyncDatabase",
+    "User",
+    "UserCreate",
+    "UserOut",
+    "async_url",
+    "create_app",
+    "database_url",
+    "lab_client",
+    "safe_url",
+    "sqlite_url",
+]

@@ -1,0 +1,47 @@
+"""``async def`` routes with the sync `Session`: every query runs on, and blocks, the event loop.
+
+This is the setup the "never use a sync session in async code" advice is about. While a query
+runs, the loop can do nothing else: no other request, not even ``/health``, makes progress.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..database import SyncDatabase
+from ..models import User, UserCreate, UserOut
+from .common import EmailQuery, UserId, email_taken, user_not_found, users_with_email
+
+
+def make_router(database: SyncDatabase) -> APIRouter:
+    router = APIRouter(prefix="/blocking", tags=["blocking: sync Session in async def"])
+    DbSession = Annotated[Session, Depends(database.get_db)]
+
+    @router.get("/users/{user_id}")
+    async def read_user(user_id: UserId, db: DbSession) -> UserOut:
+        user = db.get(User, user_id)
+        if user is None:
+            raise user_not_found(f"no user with id {user_id}")
+        return UserOut.model_validate(user)
+
+    @router.get("/users")
+    async def find_user(email: EmailQuery, db: DbSession) -> UserOut:
+        user = db.scalars(users_with_email(email)).first()
+        if user is None:
+            raise user_not_found(f"no user with email {email!r}")
+        return UserOut.model_validate(user)
+
+    @router.post("/users", status_code=status.HTTP_201_CREATED)
+    async def create_user(payload: UserCreate, db: DbSession) -> UserOut:
+        user = User(**payload.model_dump())
+        db.add(user)
+        try:
+            db.commit()
+        except IntegrityError:
+            db.rollback()
+            raise email_taken(payload.email) from None
+        return UserOut.model_validate(user)
+
+    return router

@@ -1,0 +1,63 @@
+"""Where the lab's database lives: one environment variable, read in one place.
+
+`DATABASE_URL` names the database the way a real FastAPI app is configured. When it is unset the
+lab uses an SQLite file under ``data/``, so everything runs on a fresh machine with no server.
+The async setup needs an async driver, so its URL is derived from the same variable instead of
+being configured twice (and drifting apart).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+"""The lab's data folder: the seed CSV files (committed) and SQLite files (created on demand)."""
+
+DEFAULT_SQLITE_FILE = DATA_DIR / "lab.db"
+
+# The driver each setup uses, by database.
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def sqlite_url(path: Path | str) -> URL:
+    """The URL of an SQLite file (the file itself is created on first connect)."""
+    return make_url(f"sqlite:///{Path(path)}")
+
+
+def database_url(url: str | URL | None = None) -> URL:
+    """The sync URL to use: the argument, else `DATABASE_URL`, else the default SQLite file.
+
+    The driver is always the lab's sync driver for that database (sqlite3, or psycopg 3 for
+    PostgreSQL), whatever the URL names: one variable serves both setups, so
+    ``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...`` work as well.
+    """
+    raw = url if url is not None else os.environ.get("DATABASE_URL")
+    parsed = make_url(raw) if raw is not None else sqlite_url(DEFAULT_SQLITE_FILE)
+    backend = parsed.get_backend_name()
+    if backend not in _SYNC_DRIVERS:
+        raise ValueError(
+            f"the lab supports SQLite and PostgreSQL, not {backend!r} "
+            f"(DATABASE_URL={safe_url(parsed)})"
+        )
+    return parsed.set(drivername=_SYNC_DRIVERS[backend])
+
+
+def async_url(url: str | URL | None = None) -> URL:
+    """The same database as :func:`database_url`, through its asyncio driver."""
+    sync = database_url(url)
+    return sync.set(drivername=_ASYNC_DRIVERS[sync.get_backend_name()])
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as text with any password masked: the only form the lab ever prints or logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def ensure_sqlite_dir(url: URL) -> None:
+    """Create the folder of an SQLite file so a fresh checkout needs no setup step."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
