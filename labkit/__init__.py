@@ -4,7 +4,8 @@ from .app import create_app
 from .client import lab_client
 from .database import AsyncDatabase, EngineOptions, LabSession, SessionLedger, SyncDatabase
 from .models import Base, Post, User, UserCreate, UserOut
-from .settings import async_url, database_url, safe_url, sqlite_url
+from .settings import async_url, database_url, fresh_sqlite_url, safe_url, sqlite_url
+from .sqllog import StatementLog, capture_sql
 
 __all__ = [
     "AsyncDatabase",
@@ -13,13 +14,16 @@ __all__ = [
     "LabSession",
     "Post",
     "SessionLedger",
+    "StatementLog",
     "SyncDatabase",
     "User",
     "UserCreate",
     "UserOut",
     "async_url",
+    "capture_sql",
     "create_app",
     "database_url",
+    "fresh_sqlite_url",
     "lab_client",
     "safe_url",
     "sqlite_url",

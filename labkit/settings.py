@@ -28,6 +28,18 @@ def sqlite_url(path: Path | str) -> URL:
     return make_url(f"sqlite:///{Path(path)}")
 
 
+def fresh_sqlite_url(name: str) -> URL:
+    """A new, empty SQLite file ``data/NAME.db`` for one notebook or experiment.
+
+    Any earlier file of that name (and its WAL side files) is removed first, so a notebook that
+    runs twice, or after another, starts from the same state and shares nothing with the others.
+    """
+    path = DATA_DIR / f"{name}.db"
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    return sqlite_url(path)
+
+
 def database_url(url: str | URL | None = None) -> URL:
     """The sync URL to use: the argument, else `DATABASE_URL`, else the default SQLite file.
 

@@ -1,0 +1,55 @@
+"""See the SQL a piece of code sends: the lab's way to prove a claim like "`.get()` twice is one query".
+
+`capture_sql(engine)` listens on the engine's ``before_cursor_execute`` event for the length of a
+``with`` block and keeps each statement with its parameters. It works for an `AsyncEngine` too
+(through its ``sync_engine``, where SQLAlchemy's events live). The simulated-latency wait runs on
+the raw cursor, below this event, so it never appears in a capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+@dataclass
+class StatementLog:
+    """The statements one block sent, in order, each with its bound parameters."""
+
+    entries: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def statements(self) -> list[str]:
+        return [statement for statement, _ in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def show(self) -> None:
+        """Print each statement on one line, then its parameters: what a learner reads."""
+        for statement, parameters in self.entries:
+            print(" ".join(statement.split()))
+            print(f"    parameters: {parameters!r}")
+
+
+@contextmanager
+def capture_sql(engine: Engine | AsyncEngine) -> Iterator[StatementLog]:
+    """Record every statement `engine` executes inside the block."""
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    log = StatementLog()
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        log.entries.append((statement, parameters))
+
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield log
+    finally:
+        event.remove(target, "before_cursor_execute", record)
