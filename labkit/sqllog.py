@@ -1,4 +1,4 @@
-"""See the SQL a piece of code sends: the lab's way to prove a claim like "`.get()` twice is one query".
+"""See the SQL a block of code sends: how the lab proves "`.get()` twice is one query".
 
 `capture_sql(engine)` listens on the engine's ``before_cursor_execute`` event for the length of a
 ``with`` block and keeps each statement with its parameters. It works for an `AsyncEngine` too
