@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from labkit import lab_client
+from labkit.probes import health_during
 from labkit.routes import SETUPS
 
 pytestmark = pytest.mark.anyio
@@ -131,29 +130,13 @@ async def test_simulated_latency_makes_a_request_wait_at_least_that_long(
     assert elapsed >= 0.020
 
 
-async def health_while_busy(client: httpx.AsyncClient, slow_path: str) -> tuple[float, float]:
-    """How long `/health` takes when sent 20 ms into a slow request, and how long that one took.
-
-    The health check's clock starts at its planned arrival, as a client in another process would
-    start it: while the loop is blocked, nothing in this process can even notice it arrived.
-    """
-    start = time.perf_counter()
-    slow = asyncio.create_task(client.get(slow_path))
-    await asyncio.sleep(0.020)
-    (await client.get("/health")).raise_for_status()
-    health = time.perf_counter() - (start + 0.020)
-    (await slow).raise_for_status()
-    return health, time.perf_counter() - start
-
-
 async def test_blocking_setup_holds_up_health_and_the_others_do_not(make_app) -> None:
     async with lab_client(make_app(latency_ms=200)) as client:
         await client.get("/threadpool/users/1")  # open the pools' first connections
         await client.get("/async/users/1")
-        waits = {setup: await health_while_busy(client, f"/{setup}/users/2") for setup in SETUPS}
-    blocked_health, blocked_slow = waits["blocking"]
+        waits = {setup: await health_during(client, f"/{setup}/users/2") for setup in SETUPS}
     # Blocking: /health cannot start until the query's 200 ms are over.
-    assert blocked_health > 0.5 * blocked_slow > 0.1
+    assert waits["blocking"].slow_s > 0.2
+    assert waits["blocking"].held_up > 0.5
     for setup in ("threadpool", "async"):
-        health, slow = waits[setup]
-        assert health < 0.25 * slow, (setup, health, slow)
+        assert waits[setup].held_up < 0.25, (setup, waits[setup])
