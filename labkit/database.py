@@ -12,7 +12,6 @@ Every session the lab makes is a `LabSession`, which reports its opening and clo
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -50,13 +49,15 @@ class SessionLedger:
     def open(self) -> int:
         return self.opened - self.closed
 
-    def _record(self, opened: int, closed: int) -> None:
+    def record_open(self) -> int:
+        """Count a new session; its number is its place in this ledger (1, 2, ...)."""
         with self._lock:  # sessions open and close on threadpool threads too
-            self.opened += opened
-            self.closed += closed
+            self.opened += 1
+            return self.opened
 
-
-_session_numbers = itertools.count(1)
+    def record_close(self) -> None:
+        with self._lock:
+            self.closed += 1
 
 
 class LabSession(Session):
@@ -68,9 +69,8 @@ class LabSession(Session):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.number = next(_session_numbers)
+        self.number = self._ledger().record_open()
         self._counted_open = True
-        self._ledger()._record(1, 0)
         log.info("session %d opened", self.number)
 
     def _ledger(self) -> SessionLedger:
@@ -80,7 +80,7 @@ class LabSession(Session):
         super().close()
         if self._counted_open:
             self._counted_open = False
-            self._ledger()._record(0, 1)
+            self._ledger().record_close()
             log.info("session %d closed", self.number)
 
 
@@ -104,8 +104,10 @@ class EngineOptions:
             "echo": self.echo,
         }
         if url.get_backend_name() == "sqlite":
-            # sqlite3 refuses a connection made in another thread by default; the pool hands
-            # connections to whichever threadpool thread serves the request, one at a time.
+            # sqlite3 refuses a connection made in another thread by default, and the pool hands
+            # connections to whichever threadpool thread serves the request. SQLAlchemy 2.x sets
+            # this itself for SQLite files; it is spelled out because every FastAPI tutorial
+            # shows it, and notebook 01 shows the error it prevents.
             kwargs["connect_args"] = {"check_same_thread": False}
         return kwargs
 
