@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from labkit import create_app, lab_client, sqlite_url
+from labkit.postgres import NoPostgres, PostgresServer, find_server, scratch_database
 
 
 @pytest.fixture
@@ -19,9 +21,46 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
+"""Set (as CI does) so a missing PostgreSQL server fails the tests that need it, not skips them."""
+
+
+def postgres_or_skip() -> PostgresServer:
+    """The lab's PostgreSQL server; if there is none, skip (fail, under LAB_REQUIRE_POSTGRES)."""
+    try:
+        return find_server()
+    except NoPostgres as exc:
+        if os.environ.get(REQUIRE_POSTGRES):
+            pytest.fail(f"{REQUIRE_POSTGRES} is set but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> URL:
-    """A database of the test's own: a fresh SQLite file (PostgreSQL tests bring their own)."""
+def postgres_server() -> PostgresServer:
+    return postgres_or_skip()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[URL]:
+    """A new, empty PostgreSQL database of the test's own, dropped afterwards."""
+    with scratch_database(postgres_server, prefix="lab_test") as url:
+        yield url
+
+
+def uses_postgres() -> bool:
+    url = os.environ.get("DATABASE_URL")
+    return bool(url) and make_url(url).get_backend_name() == "postgresql"
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
+    """A database of the test's own, on the database `DATABASE_URL` selects.
+
+    Unset: a fresh SQLite file. A PostgreSQL URL: a new database on that server, dropped after.
+    CI runs the suite both ways.
+    """
+    if uses_postgres():
+        return request.getfixturevalue("postgres_url")
     return sqlite_url(tmp_path / "lab.db")
 
 

@@ -1,0 +1,187 @@
+"""Finding a PostgreSQL server for the lab, and giving each experiment a database of its own.
+
+SQLite needs nothing; PostgreSQL needs a server. `find_server()` looks where a learner's server is
+likely to be, in this order, and says why when it finds none:
+
+1. `DATABASE_URL`, when it names a PostgreSQL database;
+2. a server on 127.0.0.1:5432 that lets user ``postgres`` in (a local install, a CI service);
+3. PostgreSQL's own programs (``initdb``, ``pg_ctl``), as Debian and Binder's ``apt.txt`` install
+   them: a throwaway server in a temporary folder on a free loopback port, stopped at exit.
+
+Experiments never touch the database they found: `scratch_database()` creates a new one beside
+it and drops it afterwards, so nothing is left behind and runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import URL, make_url
+
+from .settings import database_url, safe_url
+
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOW_TO_GET_ONE = (
+    "To run the PostgreSQL parts: set DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB, "
+    "or start a local server on 127.0.0.1:5432 that trusts user postgres, "
+    "or install PostgreSQL's programs (Debian: apt-get install postgresql) "
+    "and run as a non-root user."
+)
+
+
+class NoPostgres(RuntimeError):
+    """No PostgreSQL server could be found or started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A server the lab may create databases on, and where it came from."""
+
+    url: URL
+    """A database on the server to connect to for ``CREATE DATABASE`` (never used for data)."""
+    origin: str
+
+    def __str__(self) -> str:
+        return f"PostgreSQL at {safe_url(self.url)} ({self.origin})"
+
+
+def _libpq(url: URL) -> str:
+    """The URL as psycopg's own connection string (no SQLAlchemy driver name)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _answers(url: URL) -> str | None:
+    """None if a connection to `url` works, else the reason it does not (password masked)."""
+    try:
+        with psycopg.connect(_libpq(url), connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if url.password:
+            reason = reason.replace(url.password, "***")
+        return reason
+
+
+def postgres_binaries() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``, if PostgreSQL's programs are installed."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):  # Debian's layout
+        if Path(folder, "pg_ctl").exists() and Path(folder, "initdb").exists():
+            return Path(folder)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_throwaway_server(binaries: Path) -> PostgresServer:
+    """Start a private server in a temporary folder on a free loopback port; stop it at exit.
+
+    PostgreSQL refuses to run as root (a server bug must not own the machine), so this does too.
+    """
+    if os.geteuid() == 0:
+        raise NoPostgres("PostgreSQL will not run as root, so no throwaway server can be started")
+    folder = Path(tempfile.mkdtemp(prefix="lab-postgres-"))
+    data, port = folder / "data", _free_port()
+    subprocess.run(
+        [binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+    subprocess.run(
+        [
+            binaries / "pg_ctl",
+            "-D",
+            data,
+            "-o",
+            options,
+            "-l",
+            folder / "server.log",
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    def stop() -> None:
+        subprocess.run(
+            [binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(stop)
+    url = make_url(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    return PostgresServer(url, f"throwaway server started from {binaries}, stopped at exit")
+
+
+_found: PostgresServer | None = None
+
+
+def find_server() -> PostgresServer:
+    """The first PostgreSQL server that answers, in the order above; `NoPostgres` if none does.
+
+    The answer is kept for the life of the process, so a throwaway server is started only once.
+    """
+    global _found
+    if _found is not None:
+        return _found
+    configured = os.environ.get("DATABASE_URL")
+    if configured and make_url(configured).get_backend_name() == "postgresql":
+        url = database_url(configured)
+        reason = _answers(url)
+        if reason is not None:
+            raise NoPostgres(f"DATABASE_URL={safe_url(url)} does not answer: {reason}")
+        _found = PostgresServer(url, "from DATABASE_URL")
+        return _found
+    reasons = []
+    local = database_url(LOCAL_URL)
+    reason = _answers(local)
+    if reason is None:
+        _found = PostgresServer(local, "local server on 127.0.0.1:5432")
+        return _found
+    reasons.append(f"nothing usable on 127.0.0.1:5432 ({reason})")
+    binaries = postgres_binaries()
+    if binaries is None:
+        reasons.append("PostgreSQL's programs (initdb, pg_ctl) are not installed")
+    else:
+        try:
+            _found = start_throwaway_server(binaries)
+            return _found
+        except (NoPostgres, subprocess.CalledProcessError, OSError) as exc:
+            reasons.append(f"no throwaway server: {exc}")
+    raise NoPostgres("No PostgreSQL server found: " + "; ".join(reasons) + ". " + HOW_TO_GET_ONE)
+
+
+@contextmanager
+def scratch_database(server: PostgresServer, prefix: str = "lab") -> Iterator[URL]:
+    """Create an empty database on `server`, yield its URL, then drop it (and its sessions)."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = _libpq(server.url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.url.set(database=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,135 @@
+"""The lab on PostgreSQL: finding a server, databases of its own, both drivers, no secrets shown.
+
+These tests need a server (see `labkit.postgres.find_server`); where there is none they are
+skipped with the reason, unless LAB_REQUIRE_POSTGRES is set, as in CI, which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from labkit import create_app, lab_client
+from labkit.postgres import (
+    NoPostgres,
+    PostgresServer,
+    find_server,
+    postgres_binaries,
+    scratch_database,
+    start_throwaway_server,
+)
+from labkit.routes import SETUPS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_names(server: PostgresServer) -> set[str]:
+    with psycopg.connect(server.url.set(drivername="postgresql").render_as_string(False)) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_a_scratch_database_is_new_and_is_dropped_afterwards(postgres_server) -> None:
+    before = database_names(postgres_server)
+    with scratch_database(postgres_server, prefix="lab_test") as url:
+        assert url.database not in before
+        assert url.database in database_names(postgres_server)
+    assert database_names(postgres_server) == before
+
+
+@pytest.mark.anyio
+async def test_the_app_on_postgres_uses_psycopg_and_asyncpg_and_waits_in_pg_sleep(
+    postgres_url,
+) -> None:
+    app = create_app(postgres_url, latency_ms=20)
+    assert app.state.sync_db.engine.dialect.driver == "psycopg"
+    assert app.state.async_db.engine.dialect.driver == "asyncpg"
+    async with lab_client(app) as client:
+        bodies = []
+        for setup in SETUPS:
+            start = time.perf_counter()
+            response = await client.get(f"/{setup}/users/9")
+            assert time.perf_counter() - start >= 0.020
+            bodies.append(response.json())
+    assert bodies[0]["email"] == "user0009@example.com"
+    assert bodies[0] == bodies[1] == bodies[2]
+
+
+def test_an_unreachable_database_url_is_reported_without_its_password(monkeypatch) -> None:
+    monkeypatch.setattr("labkit.postgres._found", None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://lab:hunter2-secret@127.0.0.1:1/lab")
+    with pytest.raises(NoPostgres) as caught:
+        find_server()
+    assert "127.0.0.1:1" in str(caught.value)
+    assert "hunter2-secret" not in str(caught.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the refusal that only root meets")
+def test_a_throwaway_server_refuses_to_start_as_root() -> None:
+    binaries = postgres_binaries() or Path("/nonexistent")
+    with pytest.raises(NoPostgres, match="root"):
+        start_throwaway_server(binaries)
+
+
+def as_unprivileged_user(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """A command prefix and environment that run this Python's code as user nobody.
+
+    As root, `runuser` switches user; the interpreter must then be one nobody may execute (a
+    venv's interpreter can sit in root's private home), so the system's own Python of the same
+    version is used, with this environment's packages on its path. Skips where neither works.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    if os.geteuid() != 0:
+        return [sys.executable], env
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root without runuser: PostgreSQL refuses to start as root")
+    tmp_path.chmod(0o777)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (
+        sys.executable,
+        shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin"),
+    ):
+        if python is None:
+            continue
+        probe = subprocess.run(
+            [runuser, "-u", "nobody", "--", python, "-c", "pass"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            site = ":".join(p for p in sys.path if p.endswith("site-packages"))
+            return [runuser, "-u", "nobody", "--", python], {**env, "PYTHONPATH": f"{ROOT}:{site}"}
+    pytest.skip(f"no Python {version} that user nobody may run, and PostgreSQL refuses root")
+
+
+THROWAWAY_CHECK = """
+import psycopg
+from labkit.postgres import postgres_binaries, start_throwaway_server
+server = start_throwaway_server(postgres_binaries())
+conninfo = server.url.set(drivername="postgresql").render_as_string(False)
+with psycopg.connect(conninfo) as conn:
+    print(conn.execute("SELECT 40 + 2").fetchone()[0], server.url.host)
+"""
+
+
+def test_a_throwaway_server_starts_answers_and_stops(tmp_path: Path) -> None:
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL's programs (initdb, pg_ctl) are not installed")
+    command, env = as_unprivileged_user(tmp_path)
+    done = subprocess.run(
+        [*command, "-c", THROWAWAY_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["42", "127.0.0.1"]
+    assert list(tmp_path.iterdir()) == [], "the server's folder was not removed at exit"
