@@ -25,7 +25,7 @@ def database(db_url: URL) -> Iterator[SyncDatabase]:
     database.dispose()
 
 
-def users_with_email(database: SyncDatabase, email: str) -> int:
+def count_with_email(database: SyncDatabase, email: str) -> int:
     with database.SessionLocal() as session:
         return session.scalar(select(func.count()).where(User.email == email)) or 0
 
@@ -43,7 +43,7 @@ async def test_request_scope_commit_fails_after_the_client_already_got_201(datab
     )
     assert sent < failed
     assert timeline.events[-1].startswith("server: the app raised RuntimeError")
-    assert users_with_email(database, TAKEN["email"]) == 1
+    assert count_with_email(database, TAKEN["email"]) == 1
     assert database.ledger.open == 0
     assert database.engine.pool.checkedout() == 0
 
@@ -64,7 +64,7 @@ async def test_commit_after_yield_saves_a_new_user_in_either_scope(database, sco
     async with lab_client(commit_after_yield_app(database, Timeline())) as client:
         response = await client.post(f"/{scope}-scope/users", json=new)
     assert response.status_code == 201
-    assert users_with_email(database, new["email"]) == 1
+    assert count_with_email(database, new["email"]) == 1
 
 
 async def test_lazy_listing_sends_one_query_per_author_and_selectin_two(database) -> None:
