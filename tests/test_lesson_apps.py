@@ -1,0 +1,80 @@
+"""The lesson apps: where a commit after ``yield`` fails, and what lazy loading costs a listing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+
+from labkit import SyncDatabase, User, capture_sql, lab_client
+from labkit.lesson_apps import Timeline, author_listing_app, commit_after_yield_app
+from labkit.seed import create_and_seed
+
+pytestmark = pytest.mark.anyio
+
+TAKEN = {"name": "Someone Else", "email": "user0001@example.com"}
+
+
+@pytest.fixture
+def database(db_url: URL) -> Iterator[SyncDatabase]:
+    database = SyncDatabase.create(db_url)
+    create_and_seed(database.engine)
+    yield database
+    database.dispose()
+
+
+def count_with_email(database: SyncDatabase, email: str) -> int:
+    with database.SessionLocal() as session:
+        return session.scalar(select(func.count()).where(User.email == email)) or 0
+
+
+async def test_request_scope_commit_fails_after_the_client_already_got_201(database) -> None:
+    timeline = Timeline()
+    app = commit_after_yield_app(database, timeline)
+    async with lab_client(app, raise_app_exceptions=False) as client:
+        response = await client.post("/request-scope/users", json=TAKEN)
+    assert response.status_code == 201
+    assert response.json() == TAKEN
+    sent = timeline.events.index("server: response sent to the client, status 201")
+    failed = timeline.events.index(
+        "dependency: commit failed (IntegrityError), rolled back, raises 409"
+    )
+    assert sent < failed
+    assert timeline.events[-1].startswith("server: the app raised RuntimeError")
+    assert count_with_email(database, TAKEN["email"]) == 1
+    assert database.ledger.open == 0
+    assert database.engine.pool.checkedout() == 0
+
+
+async def test_function_scope_commit_failure_reaches_the_client_as_409(database) -> None:
+    timeline = Timeline()
+    app = commit_after_yield_app(database, timeline)
+    async with lab_client(app) as client:
+        response = await client.post("/function-scope/users", json=TAKEN)
+    assert response.status_code == 409
+    assert timeline.events[-1] == "server: response sent to the client, status 409"
+    assert database.ledger.open == 0
+
+
+@pytest.mark.parametrize("scope", ["request", "function"])
+async def test_commit_after_yield_saves_a_new_user_in_either_scope(database, scope: str) -> None:
+    new = {"name": "Edgar Codd", "email": f"codd.{scope}@example.com"}
+    async with lab_client(commit_after_yield_app(database, Timeline())) as client:
+        response = await client.post(f"/{scope}-scope/users", json=new)
+    assert response.status_code == 201
+    assert count_with_email(database, new["email"]) == 1
+
+
+async def test_lazy_listing_sends_one_query_per_author_and_selectin_two(database) -> None:
+    async with lab_client(author_listing_app(database)) as client:
+        with capture_sql(database.engine) as lazy:
+            lazy_response = await client.get("/lazy/authors", params={"limit": 7})
+        with capture_sql(database.engine) as eager:
+            eager_response = await client.get("/selectin/authors", params={"limit": 7})
+    assert len(lazy) == 1 + 7
+    assert len(eager) == 2
+    assert lazy_response.json() == eager_response.json()
+    assert [author["id"] for author in lazy_response.json()] == list(range(1, 8))
+    assert database.ledger.open == 0
