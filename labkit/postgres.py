@@ -173,15 +173,29 @@ def find_server() -> PostgresServer:
     raise NoPostgres("No PostgreSQL server found: " + "; ".join(reasons) + ". " + HOW_TO_GET_ONE)
 
 
+def fresh_database(server: PostgresServer, name: str) -> URL:
+    """An empty database `name` on `server`: any earlier one of that name is dropped first.
+
+    The PostgreSQL counterpart of `settings.fresh_sqlite_url`: a notebook that runs again, or
+    after another, starts from the same state. Drop it at the end with `drop_database`.
+    """
+    drop_database(server, name)
+    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url.set(database=name)
+
+
+def drop_database(server: PostgresServer, name: str) -> None:
+    """Drop database `name` on `server` if it exists, ending any session still connected to it."""
+    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def scratch_database(server: PostgresServer, prefix: str = "lab") -> Iterator[URL]:
-    """Create an empty database on `server`, yield its URL, then drop it (and its sessions)."""
+    """A new database with a random name on `server` for the block; dropped afterwards."""
     name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = _libpq(server.url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield server.url.set(database=name)
+        yield fresh_database(server, name)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(server, name)
