@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from .cancellation import FinishEveryRequest
 from .database import AsyncDatabase, SyncDatabase
 from .errors import add_error_handlers
 from .routes import async_session, blocking, threadpool
@@ -46,6 +47,7 @@ def create_app(database_url: str | URL | None = None, **engine_options: Any) -> 
     app.state.sync_db = sync_db
     app.state.async_db = async_db
     add_error_handlers(app)
+    app.add_middleware(FinishEveryRequest)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
