@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from .cancellation import FinishEveryRequest
 from .database import AsyncDatabase, SyncDatabase
-from .errors import add_database_error_handlers
+from .errors import add_error_handlers
 from .routes import async_session, blocking, threadpool
 from .seed import create_and_seed
 
@@ -45,7 +46,8 @@ def create_app(database_url: str | URL | None = None, **engine_options: Any) -> 
     app = FastAPI(title="The session lab", lifespan=lifespan)
     app.state.sync_db = sync_db
     app.state.async_db = async_db
-    add_database_error_handlers(app)
+    add_error_handlers(app)
+    app.add_middleware(FinishEveryRequest)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
