@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--health-every", type=float, metavar="MS", help="also poll /health every MS ms"
     )
+    bench.add_argument(
+        "--no-model", action="store_true", help="skip measuring s, and the model's columns"
+    )
     bench.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-': stdout)")
     bench.add_argument("--plot", metavar="FILE.png", help="save throughput against C")
     _pool_options(bench)
@@ -125,7 +128,7 @@ async def bench(args: argparse.Namespace) -> int:
             f"the pool; each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503",
             file=sys.stderr,
         )
-    modelled = [s for s in args.setups if s in SETUPS]
+    modelled = [] if args.no_model else [s for s in args.setups if s in SETUPS]
     model = await calibrate(url, modelled, **options) if modelled else None
     if model is not None:
         cpu = ", ".join(f"{s} {v * 1000:.2f} ms" for s, v in model.cpu_s.items())
