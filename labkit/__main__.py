@@ -17,18 +17,19 @@ import ipaddress
 import resource
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy.engine import URL, make_url
 
 from .app import create_app
 from .load import calibrate, run_grid, run_load
 from .progress import auto_progress
 from .routes import SETUPS
+from .served import LOOPBACK
 from .settings import fresh_sqlite_url, safe_url
-
-LOOPBACK = "127.0.0.1"
 
 
 def _numbers(text: str, kind: type = int) -> list[Any]:
@@ -107,6 +108,16 @@ def _engine_options(args: argparse.Namespace, default_pool: int, default_overflo
     }
 
 
+def _describe(url: str | URL) -> str:
+    """The database as the table's header shows it: a SQLite file relative to here if it can be."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database).resolve()
+        if path.is_relative_to(Path.cwd()):
+            return f"SQLite file {path.relative_to(Path.cwd())}"
+    return safe_url(parsed)
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -119,7 +130,7 @@ async def bench(args: argparse.Namespace) -> int:
     pool = options["pool_size"] + options["max_overflow"]
     url = args.database or fresh_sqlite_url("bench")
     print(
-        f"database {safe_url(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
+        f"database {_describe(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
         f"threads {args.threads or 40}, {args.requests} requests per point"
     )
     if "blocking" in args.setups and largest > pool:

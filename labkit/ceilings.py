@@ -74,3 +74,28 @@ async def _async_per_second(step: Callable[[int], Awaitable[None]], seconds: flo
             await step(done)
             done += 1
     return done / elapsed
+
+
+async def connection_costs(database: AsyncDatabase, repeats: int = 10) -> dict[str, float]:
+    """Seconds to get a connection and run ``SELECT 1``: from the pool, or newly opened.
+
+    A new connection is what an overflow connection costs each time it is reopened; emptying
+    the pool (`dispose`) before each try forces one.
+    """
+
+    async def one() -> None:
+        async with database.engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    async def timed(fresh: bool) -> float:
+        total = 0.0
+        for _ in range(repeats):
+            if fresh:
+                await database.engine.dispose()
+            start = time.perf_counter()
+            await one()
+            total += time.perf_counter() - start
+        return total / repeats
+
+    await one()
+    return {"pooled": await timed(fresh=False), "new": await timed(fresh=True)}

@@ -19,7 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,6 +90,7 @@ class LoadResult:
     requests: int
     latency_ms: float
     elapsed_s: float
+    cpu_s: float
     latencies_s: array[float]
     server_total_s: array[float]
     server_db_s: array[float]
@@ -111,6 +112,12 @@ class LoadResult:
     def failed(self) -> int:
         """Requests that did not succeed: non-2xx answers and exceptions."""
         return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU time of the whole process (all threads) per answered request, in milliseconds."""
+        answered = sum(self.statuses.values())
+        return self.cpu_s / answered * 1000 if answered else float("nan")
 
     @property
     def throughput(self) -> float:
@@ -187,8 +194,14 @@ class LoadResult:
                 "statements": self.engine.statements,
                 "peak_conns": self.engine.peak_checked_out,
                 "new_conns": self.engine.opened,
+                "hold_ms": self.engine.mean_hold_s * 1000,
             }
-        row["peak_threads"] = self.peak_threads
+        row |= {
+            "peak_threads": self.peak_threads,
+            "cpu_ms": self.cpu_ms,
+            "pool": self.pool if self.pool is not None else float("nan"),
+            "threads": self.thread_limit,
+        }
         return row
 
     def table(self, columns: Sequence[str] | None = None) -> Table:
@@ -411,11 +424,12 @@ async def run_load(
         async with LagProbe(lag_interval_s, on_wake=gauge.sample) as lag:
             if health_every_s is not None:
                 health_task = asyncio.create_task(poll_health(client, health_every_s, stop_health))
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 await _drive(client, path_of, requests, concurrency, record)
             finally:
                 elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
                 stop_health.set()  # the monitor ends after its current request
                 health = await health_task if health_task is not None else None
     return LoadResult(
@@ -424,6 +438,7 @@ async def run_load(
         requests=requests,
         latency_ms=options.latency_ms if options else float("nan"),
         elapsed_s=elapsed,
+        cpu_s=cpu,
         latencies_s=record.latencies,
         server_total_s=record.server_total,
         server_db_s=record.server_db,
@@ -440,13 +455,18 @@ async def run_load(
 
 
 def _requests_for(
-    model: ThroughputModel | None, requests: int | None, seconds: float | None, least: int
+    model: ThroughputModel | None,
+    requests: int | None,
+    seconds: float | None,
+    least: int,
+    per_client: int,
 ) -> Callable[[str, int, float], int]:
     """Requests per point: a fixed number, or enough to last about `seconds` by the model.
 
     At 50 ms per query the blocking setup does about 20 requests a second and the others
     hundreds: a fixed count would make one setup's points take 20 times longer than another's.
-    A point gets at least `least` requests and one per client; ``/health`` gets `least`.
+    A point gets at least `least` requests, and `per_client` per client: with one request per
+    client all start together, and the run never reaches the steady state the model is about.
     """
     if (requests is None) == (seconds is None):
         raise ValueError("give either requests (per point) or seconds (per point), not both")
@@ -458,9 +478,9 @@ def _requests_for(
             return requests
         assert model is not None and seconds is not None
         if setup not in model.cpu_s:
-            return max(least, concurrency)
+            return max(least, per_client * concurrency)
         rate = model.throughput(setup, concurrency, latency_ms / 1000)
-        return max(least, concurrency, round(rate * seconds))
+        return max(least, per_client * concurrency, round(rate * seconds))
 
     return count
 
@@ -477,19 +497,18 @@ async def calibrate(
 
     With one client and no database wait, a request's response time is all work in this
     process, so ``s = 1 / throughput``. Other programs on the machine can only make a run
-    slower, never faster, so the fastest of `repeats` runs is kept. The model gets the pool
-    size of `engine_options`.
+    slower, never faster, so the fastest of `repeats` runs is kept (the setups take turns).
+    The model gets the pool size of `engine_options`.
     """
     options = {**engine_options, "latency_ms": 0.0}
     app = create_app(database_url, **options)
-    cpu_s = {}
+    runs: dict[str, list[float]] = {setup: [] for setup in setups}
     async with lab_client(app) as client:
-        for setup in setups:
-            runs = [
-                await run_load(client, setup, requests=requests, concurrency=1, warmup=10)
-                for _ in range(repeats)
-            ]
-            cpu_s[setup] = min(1 / run.throughput for run in runs)
+        for _repeat in range(repeats):  # the setups take turns, so a busy second hits them all
+            for setup in runs:
+                run = await run_load(client, setup, requests=requests, concurrency=1, warmup=10)
+                runs[setup].append(1 / run.throughput)
+    cpu_s = {setup: min(times) for setup, times in runs.items()}
     opts = EngineOptions(**options)
     return ThroughputModel(cpu_s, pool=opts.pool_size + opts.max_overflow)
 
@@ -503,10 +522,12 @@ async def run_grid(
     requests: int | None = None,
     seconds: float | None = None,
     least: int = 10,
+    per_client: int = 3,
     model: ThroughputModel | None = None,
     threads: int | None = None,
     health_every_s: float | None = None,
     warmup: int = 5,
+    rounds: int = 1,
     progress: Progress | None = None,
     **engine_options: Any,
 ) -> Grid:
@@ -518,6 +539,10 @@ async def run_grid(
     with `warmup` unmeasured requests (at most one per client), so the pool has connections and
     the threads exist before the clock starts. `model` (from `calibrate`) is set to this grid's
     pool size and thread limit and kept with it.
+
+    With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
+    slices merged (`merge`): other programs on a shared machine then slow every setup alike,
+    instead of whichever happened to run during a busy second.
     """
     per_setup = (
         {s: list(concurrencies[s]) for s in setups}
@@ -530,39 +555,94 @@ async def run_grid(
         grid.model = model.with_limits(
             pool=opts.pool_size + opts.max_overflow, threads=threads or ANYIO_THREADS
         )
-    count = _requests_for(grid.model, requests, seconds, least)
+    count = _requests_for(grid.model, requests, seconds, least, per_client)
     counts = {
         (s, c, latency): count(s, c, latency)
         for latency in latencies_ms
         for s in setups
         for c in per_setup[s]
     }
+    slices = {point: -(-n // rounds) for point, n in counts.items()}  # requests per round
     if progress is not None:
-        progress.start(sum(counts.values()))
+        progress.start(sum(slices.values()) * rounds)
+    runs: dict[tuple[str, int, float], list[LoadResult]] = {point: [] for point in counts}
     try:
         for latency in latencies_ms:
             app = create_app(database_url, threads=threads, latency_ms=latency, **engine_options)
             async with lab_client(app) as client:
-                for setup in setups:
-                    for c in per_setup[setup]:
-                        if progress is not None:
-                            progress.describe(f"{setup} C={c} L={latency:g} ms")
-                        grid.results.append(
-                            await run_load(
-                                client,
-                                setup,
-                                requests=counts[setup, c, latency],
-                                concurrency=c,
-                                app=app,
-                                warmup=min(c, warmup),
-                                health_every_s=health_every_s,
-                                progress=progress,
+                for _round in range(rounds):
+                    for setup in setups:
+                        for c in per_setup[setup]:
+                            if progress is not None:
+                                progress.describe(f"{setup} C={c} L={latency:g} ms")
+                            runs[setup, c, latency].append(
+                                await run_load(
+                                    client,
+                                    setup,
+                                    requests=slices[setup, c, latency],
+                                    concurrency=c,
+                                    app=app,
+                                    warmup=min(c, warmup),
+                                    health_every_s=health_every_s,
+                                    progress=progress,
+                                )
                             )
-                        )
     finally:
         if progress is not None:
             progress.close()
+    grid.results = [merge(point_runs) for point_runs in runs.values()]
     return grid
+
+
+def merge(runs: Sequence[LoadResult]) -> LoadResult:
+    """One result from several runs of the same point: requests, time and waits add up.
+
+    Throughput is then total successes over total time, and percentiles are over all requests.
+    The lag traces are put end to end, each run's clock starting where the last one stopped.
+    """
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    lag = LagTrace(first.lag.interval_s)
+    health: array[float] | None = None if first.health_s is None else array("d")
+    latencies, server_total, server_db = array("d"), array("d"), array("d")
+    offset = 0.0
+    for run in runs:
+        latencies.extend(run.latencies_s)
+        server_total.extend(run.server_total_s)
+        server_db.extend(run.server_db_s)
+        lag.times_s.extend(t + offset for t in run.lag.times_s)
+        lag.lags_s.extend(run.lag.lags_s)
+        offset += max(run.elapsed_s, run.lag.times_s[-1] if run.lag.times_s else 0.0)
+        if health is not None and run.health_s is not None:
+            health.extend(run.health_s)
+    engine = None
+    if first.engine is not None:
+        counts = [run.engine for run in runs if run.engine is not None]
+        engine = EngineCounts(
+            statements=sum(c.statements for c in counts),
+            peak_checked_out=max(c.peak_checked_out for c in counts),
+            opened=sum(c.opened for c in counts),
+            closed=sum(c.closed for c in counts),
+            checkouts=sum(c.checkouts for c in counts),
+            held_s=sum(c.held_s for c in counts),
+        )
+    return replace(
+        first,
+        requests=sum(run.requests for run in runs),
+        elapsed_s=sum(run.elapsed_s for run in runs),
+        cpu_s=sum(run.cpu_s for run in runs),
+        latencies_s=latencies,
+        server_total_s=server_total,
+        server_db_s=server_db,
+        statuses=sum((run.statuses for run in runs), Counter()),
+        errors=sum((run.errors for run in runs), Counter()),
+        reasons=sum((run.reasons for run in runs), Counter()),
+        lag=lag,
+        health_s=health,
+        engine=engine,
+        peak_threads=max(run.peak_threads for run in runs),
+    )
 
 
 def by_setup(results: Iterable[LoadResult]) -> Mapping[str, list[LoadResult]]:
@@ -579,6 +659,7 @@ __all__ = [
     "by_setup",
     "calibrate",
     "engine_for",
+    "merge",
     "route_for",
     "run_grid",
     "run_load",

@@ -81,23 +81,29 @@ def plot_latency(results: Sequence[LoadResult], title: str = "Response times") -
     return fig
 
 
+LAG_FLOOR_MS = 0.01
+"""Lags are drawn on a log scale: a wake-up on time (0 ms late) is drawn at this floor."""
+
+
+def _draw_lag(ax: Axes, result: LoadResult, **style: object) -> None:
+    """Each wake-up as a stem at the time it happened, as tall as it was late."""
+    lags = np.maximum(np.frombuffer(result.lag.lags_s, dtype="d") * 1000, LAG_FLOOR_MS)
+    times = np.frombuffer(result.lag.times_s, dtype="d")
+    ax.vlines(times, LAG_FLOOR_MS, lags, color=colour(result.setup), linewidth=0.6, alpha=0.6)
+    ax.plot(times, lags, ".", markersize=3, color=colour(result.setup), **style)  # type: ignore[arg-type]
+    ax.set_yscale("log")
+    ax.set_xlabel("time into the run (s)")
+    ax.grid(True, alpha=0.3)
+
+
 def plot_lag(results: Sequence[LoadResult], title: str = "Event-loop lag during the run") -> Figure:
     """How late the 1 ms probe woke, over the run: the delay every other task suffered."""
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for result in results:
-        ax.plot(
-            np.frombuffer(result.lag.times_s, dtype="d"),
-            np.frombuffer(result.lag.lags_s, dtype="d") * 1000,
-            ".",
-            markersize=3,
-            color=colour(result.setup),
-            label=label(result),
-        )
+        _draw_lag(ax, result, label=label(result))
     ax.set_title(title)
-    ax.set_xlabel("time into the run (s)")
-    ax.set_ylabel("lag: how late the probe woke (ms)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", markerscale=4)
+    ax.set_ylabel("lag: how late the probe woke (ms, log scale)")
+    ax.legend(loc="upper right", markerscale=3)
     return fig
 
 
@@ -124,16 +130,8 @@ def plot_result(result: LoadResult) -> Figure:
     left.set_title(f"Response times: {label(result)}")
     left.set_xlabel("response time (ms)")
     left.set_ylabel("requests")
-    right.plot(
-        np.frombuffer(result.lag.times_s, dtype="d"),
-        np.frombuffer(result.lag.lags_s, dtype="d") * 1000,
-        ".",
-        markersize=3,
-        color=colour(result.setup),
-    )
+    left.grid(True, alpha=0.3)
+    _draw_lag(right, result)
     right.set_title("Event-loop lag (1 ms probe)")
-    right.set_xlabel("time into the run (s)")
-    right.set_ylabel("lag (ms)")
-    for ax in (left, right):
-        ax.grid(True, alpha=0.3)
+    right.set_ylabel("lag (ms, log scale)")
     return fig

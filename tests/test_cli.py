@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,8 +11,7 @@ import pytest
 
 from labkit.__main__ import is_loopback, main
 from labkit.progress import TerminalProgress
-
-ROOT = Path(__file__).resolve().parent.parent
+from labkit.served import drive_elsewhere, served
 
 
 def test_bench_prints_a_table_and_writes_csv_and_plot(tmp_path: Path, capsys) -> None:
@@ -81,40 +76,16 @@ def test_drive_keeps_to_this_machine(capsys) -> None:
     assert "only loads servers on this machine" in capsys.readouterr().out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_serve_answers_on_loopback_and_drive_loads_it(tmp_path: Path, capsys) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "labkit", "serve", "--port", str(port), "--latency", "5",
-         "--database", f"sqlite:///{tmp_path / 'served.db'}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                health = httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start")
-        assert "server-timing" in health.headers
-        code = main(["drive", url, "--setup", "async", "--requests", "20", "--concurrency", "4",
-                     "--csv", "-"])  # fmt: skip
-        assert code == 0
-        (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
-        assert row["setup"] == "async" and row["ok"] == "20"
-        assert float(row["p50_ms"]) >= 5  # the simulated wait, over a real socket
-    finally:
-        server.terminate()
-        out, _err = server.communicate(timeout=10)
-    assert f"serving the lab on {url}" in out
+def test_serve_answers_on_loopback_and_drive_loads_it_from_another_process(db_url) -> None:
+    with served(db_url, latency_ms=5) as base:
+        assert base.startswith("http://127.0.0.1:")
+        health = httpx.get(f"{base}/health")
+        assert health.json() == {"status": "ok"} and "server-timing" in health.headers
+        row = drive_elsewhere(base, "async", requests=20, concurrency=4)
+    assert row["setup"] == "async" and row["ok"] == 20 and row["failed"] == 0
+    assert row["p50_ms"] >= 5  # the simulated wait, over a real socket
+    with pytest.raises(httpx.TransportError):  # the server stopped with the block
+        httpx.get(f"{base}/health", timeout=1)
 
 
 def test_terminal_progress_redraws_one_line_and_ends_it() -> None:

@@ -179,6 +179,8 @@ async def test_probes_count_statements_connections_and_threads(make_app) -> None
         assert result.engine.statements == 30  # one SELECT per GET /users/{id}
         assert 2 <= result.engine.peak_checked_out <= 6
         assert result.engine.opened >= 1  # the pool started empty
+        assert result.engine.checkouts == 30
+        assert result.engine.mean_hold_s >= 0.005  # at least the query's simulated wait
         assert result.pool == 15
     assert threadpool.peak_threads >= 2  # def routes run on AnyIO's worker threads
     assert health.engine is None
@@ -212,8 +214,39 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
     assert len(buffer.getvalue().splitlines()) == 9
 
 
+async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:
+    grid = await run_grid(
+        db_url, ["health", "async"], [2], [0], requests=9, rounds=3, health_every_s=0.01
+    )
+    health, asynchronous = grid.results
+    assert (health.setup, asynchronous.setup) == ("health", "async")
+    assert (
+        asynchronous.requests == 9 and asynchronous.ok == 9 and len(asynchronous.latencies_s) == 9
+    )
+    assert asynchronous.engine is not None and asynchronous.engine.statements == 9
+    assert asynchronous.throughput == pytest.approx(9 / asynchronous.elapsed_s)
+    times = list(asynchronous.lag.times_s)
+    assert times == sorted(times)  # the slices' traces end to end
+    assert asynchronous.health_s is not None
+
+
 async def test_grid_needs_either_requests_or_seconds(db_url) -> None:
     with pytest.raises(ValueError, match="either requests"):
         await run_grid(db_url, ["async"], [1], [0])
     with pytest.raises(ValueError, match="needs the model"):
         await run_grid(db_url, ["async"], [1], [0], seconds=0.1)
+
+
+async def test_results_plot_themselves() -> None:
+    import matplotlib.pyplot as plt
+
+    from labkit.plots import plot_health, plot_lag, plot_latency
+
+    async with client_for(fake_app(0.005, 0.02, block=True)) as client:
+        result = await run_load(client, "/users/{id}", requests=20, concurrency=2)
+        result.health_s = result.latencies_s  # any series of waits will do for the drawing
+    figures = [result.plot(), plot_lag([result]), plot_latency([result]), plot_health([result])]
+    for figure in figures:
+        for ax in figure.axes:
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+        plt.close(figure)

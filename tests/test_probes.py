@@ -59,6 +59,7 @@ def test_watch_engine_counts_statements_checkouts_and_overflow_churn(db_url) -> 
     database.dispose()
     assert counts.statements == 3
     assert counts.peak_checked_out == 2
+    assert counts.checkouts == 3 and 0 < counts.mean_hold_s < 1
     # The pool kept the connection that seeding used; the second checkout opened an overflow
     # connection, closed when it came back (the pool holds 1); the third reused the kept one.
     assert (counts.opened, counts.closed) == (1, 1)
