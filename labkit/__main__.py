@@ -54,10 +54,10 @@ def _setups(text: str) -> list[str]:
 def _pool_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database", help="database URL (default: a fresh SQLite file)")
     parser.add_argument(
-        "--pool-size", type=int, help="pooled connections (bench: the largest C; serve: 5)"
+        "--pool-size", type=int, help="pooled connections (5; bench: the largest concurrency)"
     )
     parser.add_argument(
-        "--max-overflow", type=int, help="extra connections (bench: 0 with --pool-size unset; 10)"
+        "--max-overflow", type=int, help="overflow connections (10; 0 if bench sizes the pool)"
     )
     parser.add_argument("--pool-timeout", type=float, default=30.0, help="seconds (30)")
     parser.add_argument("--threads", type=int, help="AnyIO thread limit (40)")
@@ -129,9 +129,11 @@ async def bench(args: argparse.Namespace) -> int:
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
     pool = options["pool_size"] + options["max_overflow"]
     url = args.database or fresh_sqlite_url("bench")
+    out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
     print(
         f"database {_describe(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
-        f"threads {args.threads or 40}, {args.requests} requests per point"
+        f"threads {args.threads or 40}, {args.requests} requests per point",
+        file=out,
     )
     if "blocking" in args.setups and largest > pool:
         print(
@@ -143,7 +145,7 @@ async def bench(args: argparse.Namespace) -> int:
     model = await calibrate(url, modelled, **options) if modelled else None
     if model is not None:
         cpu = ", ".join(f"{s} {v * 1000:.2f} ms" for s, v in model.cpu_s.items())
-        print(f"CPU per request s (L=0, C=1): {cpu}")
+        print(f"CPU per request s (L=0, C=1): {cpu}", file=out)
     grid = await run_grid(
         url,
         args.setups,
@@ -162,7 +164,7 @@ async def bench(args: argparse.Namespace) -> int:
     columns += ["peak_conns", "new_conns", "peak_threads"]
     if model is not None:
         columns += ["model_rps", "vs_model", "limit"]
-    print(grid.table(columns))
+    print(grid.table(columns), file=out)
     if args.csv:
         grid.to_csv(sys.stdout if args.csv == "-" else args.csv)
     if args.plot:
@@ -174,8 +176,8 @@ async def bench(args: argparse.Namespace) -> int:
         fig = grid.plot()
         fig.savefig(args.plot, dpi=100)
         plt.close(fig)
-        print(f"plot saved to {args.plot}")
-    print(f"peak memory (RSS): {_peak_rss_mb():.0f} MB")
+        print(f"plot saved to {args.plot}", file=out)
+    print(f"peak memory (RSS): {_peak_rss_mb():.0f} MB", file=out)
     return 0
 
 

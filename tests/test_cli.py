@@ -60,6 +60,20 @@ def test_bench_warns_before_the_blocking_setup_deadlocks(tmp_path: Path, capsys)
     assert ok + failed == 3 and failed >= 1  # stalled for the pool timeout, then 503
 
 
+def test_bench_csv_on_stdout_keeps_the_table_on_stderr(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "bench", "--setups", "health", "--concurrency", "2", "--latency", "0",
+            "--requests", "5", "--csv", "-", "--database", f"sqlite:///{tmp_path / 'b.db'}",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    (row,) = csv.DictReader(io.StringIO(captured.out))
+    assert row["setup"] == "health" and row["ok"] == "5"
+    assert "peak memory" in captured.err
+
+
 def test_bad_arguments_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--setups", "sideways"])
