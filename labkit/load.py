@@ -37,16 +37,15 @@ from .model import ANYIO_THREADS, ThroughputModel
 from .probes import EngineCounts, LagProbe, LagTrace, ThreadGauge, poll_health, watch_engine
 from .progress import Progress
 from .routes import SETUPS
+from .seed import seed_users
 from .table import Table
 from .timing import HEADER, parse_server_timing
-
-SEED_USERS = 1000
-"""Requests cycle through the seed's user ids, so every one finds its row."""
 
 
 def route_for(setup: str) -> Callable[[int], str]:
     """The path of request `i`: ``/SETUP/users/{id}`` for a setup, ``/health`` as it is, or any
-    path, where ``{id}`` is replaced by a seed user's id."""
+    path, where ``{id}`` is replaced by a seed user's id (cycling through them all, so every
+    request finds its row)."""
     if setup in SETUPS:
         template = f"/{setup}/users/{{id}}"
     elif setup == "health":
@@ -57,7 +56,8 @@ def route_for(setup: str) -> Callable[[int], str]:
         raise ValueError(f"not a setup ({', '.join(SETUPS)}, health) nor a path: {setup!r}")
     if "{id}" not in template:
         return lambda _i: template
-    return lambda i: template.replace("{id}", str(i % SEED_USERS + 1))
+    users = len(seed_users())
+    return lambda i: template.replace("{id}", str(i % users + 1))
 
 
 def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
