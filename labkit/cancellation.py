@@ -37,10 +37,10 @@ class FinishEveryRequest:
             await self.app(scope, receive, send)
             return
 
-        async def handle() -> None:
+        async def serve_request() -> None:
             await self.app(scope, receive, send)
 
-        request = asyncio.create_task(handle())
+        request = asyncio.create_task(serve_request())
         self._running.add(request)
         request.add_done_callback(self._running.discard)
         try:
