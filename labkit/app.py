@@ -10,16 +10,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from .database import AsyncDatabase, SyncDatabase
+from .database import AsyncDatabase, EngineOptions, SyncDatabase
 from .errors import add_database_error_handlers
 from .routes import async_session, blocking, threadpool
 from .seed import create_and_seed
+from .timing import ServerTimingMiddleware
 
 
-def create_app(database_url: str | URL | None = None, **engine_options: Any) -> FastAPI:
+def create_app(
+    database_url: str | URL | None = None, *, threads: int | None = None, **engine_options: Any
+) -> FastAPI:
     """Build the lab's app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
 
     `engine_options` are :class:`labkit.database.EngineOptions`: ``latency_ms`` (simulated wait
@@ -29,22 +33,36 @@ def create_app(database_url: str | URL | None = None, **engine_options: Any) -> 
     The blocking and threadpool routes share one sync setup, as one app with one `get_db`
     would; the async routes have their own engine on the async driver. Tables are created
     and seeded when the app starts (its lifespan), and both engines disposed when it stops.
+
+    `threads` sets the size of AnyIO's default thread limiter (40), which caps how many ``def``
+    routes and sync dependencies run at once, for as long as the app runs; the old size is put
+    back when it stops, because a notebook's event loop outlives the app.
+
+    Every response carries a ``Server-Timing`` header: database time and total (labkit.timing).
     """
     sync_db = SyncDatabase.create(database_url, **engine_options)
     async_db = AsyncDatabase.create(database_url, **engine_options)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        default_threads = limiter.total_tokens
+        if threads is not None:
+            limiter.total_tokens = threads
         create_and_seed(sync_db.engine)
         try:
             yield
         finally:
+            limiter.total_tokens = default_threads
             sync_db.dispose()
             await async_db.dispose()
 
     app = FastAPI(title="The session lab", lifespan=lifespan)
+    app.state.engine_options = EngineOptions(**engine_options)
+    app.state.threads = threads
     app.state.sync_db = sync_db
     app.state.async_db = async_db
+    app.add_middleware(ServerTimingMiddleware)
     add_database_error_handlers(app)
 
     @app.get("/health")

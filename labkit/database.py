@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .latency import add_latency
 from .settings import async_url, database_url, ensure_sqlite_dir
+from .timing import time_database
 
 log = logging.getLogger("labkit.sessions")
 
@@ -126,6 +127,9 @@ def _tune_sqlite(engine: Engine) -> None:
 def _prepare(engine: Engine, options: EngineOptions) -> None:
     if engine.url.get_backend_name() == "sqlite":
         _tune_sqlite(engine)
+    # Before the latency listener: listeners run in the order they were added, so the
+    # simulated wait counts as database time in the Server-Timing header.
+    time_database(engine)
     add_latency(engine, options.latency_ms)
 
 

@@ -1,12 +1,36 @@
-"""Probes: small measurements of what a setup does to everything else in the process."""
+"""Probes: small measurements of what a setup does to everything else in the process.
+
+- `health_during`: how long ``/health`` waits when it arrives during one slow request;
+- `LagProbe`: asks the event loop to wake it every millisecond and records how late it woke
+  (a free loop is a fraction of a millisecond late; a blocked one, as late as the block);
+- `poll_health`: ``/health`` every few milliseconds while a load runs, each timed from when it
+  was due, as a monitor in another process would see it;
+- `watch_engine`: statements executed, peak connections checked out, connections opened and
+  closed (overflow connections are closed on return and reopened later: reconnect churn);
+- `ThreadGauge`: the most AnyIO worker threads busy at once (``def`` routes, sync dependencies);
+- `catch_slow_callbacks`: asyncio's debug mode, which names every callback that held the loop
+  longer than a threshold.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import threading
 import time
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import anyio.to_thread
 import httpx
+from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .sqllog import capture_sql
 
 
 @dataclass(frozen=True)
@@ -38,3 +62,215 @@ async def health_during(
     health_s = time.perf_counter() - (start + arrive_after_s)
     (await slow).raise_for_status()
     return HealthWait(health_s=health_s, slow_s=time.perf_counter() - start)
+
+
+@dataclass
+class LagTrace:
+    """The lag probe's record: when it woke (seconds from its start) and how late each time."""
+
+    interval_s: float
+    times_s: array[float] = field(default_factory=lambda: array("d"))
+    lags_s: array[float] = field(default_factory=lambda: array("d"))
+
+
+class LagProbe:
+    """A task that asks to wake every `interval_s` and records how late each wake-up is.
+
+    A wake-up is late by as long as something else held the loop: the lag is the delay every
+    other task in the process (another request, ``/health``, a timer) suffers at that moment.
+    `on_wake` runs at each wake-up, so other gauges can sample at the same rate.
+    """
+
+    def __init__(
+        self, interval_s: float = 0.001, on_wake: Callable[[], None] | None = None
+    ) -> None:
+        self.trace = LagTrace(interval_s)
+        self._on_wake = on_wake
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        interval = self.trace.interval_s
+        times, lags = self.trace.times_s, self.trace.lags_s
+        start = time.perf_counter()
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(interval)
+            woke = time.perf_counter()
+            times.append(woke - start)
+            lags.append(max(0.0, woke - asked - interval))
+            if self._on_wake is not None:
+                self._on_wake()
+
+    async def __aenter__(self) -> LagTrace:
+        self._task = asyncio.create_task(self._run(), name="labkit-lag-probe")
+        return self.trace
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            # Our own cancel of the probe ends here; a cancel of the caller must go on.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
+class ThreadGauge:
+    """The most AnyIO worker threads borrowed at once (sampled by the lag probe).
+
+    AnyIO's default limiter (40 tokens) admits ``def`` routes and sync dependencies to its
+    threadpool; its tokens change only on the event loop, so sampling there misses little.
+    Must be created inside the running event loop whose limiter it reads.
+    """
+
+    def __init__(self) -> None:
+        self._limiter = anyio.to_thread.current_default_thread_limiter()
+        self.limit = self._limiter.total_tokens
+        self.peak = self._limiter.borrowed_tokens
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self._limiter.borrowed_tokens)
+
+
+@dataclass
+class EngineCounts:
+    """What one engine did while watched."""
+
+    statements: int = 0
+    peak_checked_out: int = 0
+    opened: int = 0
+    closed: int = 0
+
+
+@contextmanager
+def watch_engine(engine: Engine | AsyncEngine) -> Iterator[EngineCounts]:
+    """Count statements, peak checkouts and new/closed connections of `engine` in the block.
+
+    Pool events fire on whichever thread checks a connection out or in, hence the lock.
+    """
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    counts = EngineCounts()
+    lock = threading.Lock()
+    out = target.pool.checkedout()  # type: ignore[attr-defined]  # QueuePool's, not Pool's
+    counts.peak_checked_out = out
+
+    def checkout(*_args: Any) -> None:
+        nonlocal out
+        with lock:
+            out += 1
+            counts.peak_checked_out = max(counts.peak_checked_out, out)
+
+    def checkin(*_args: Any) -> None:
+        nonlocal out
+        with lock:
+            out -= 1
+
+    def connect(*_args: Any) -> None:
+        with lock:
+            counts.opened += 1
+
+    def close(*_args: Any) -> None:
+        with lock:
+            counts.closed += 1
+
+    listeners = {"checkout": checkout, "checkin": checkin, "connect": connect, "close": close}
+    for name, fn in listeners.items():
+        event.listen(target, name, fn)
+    try:
+        with capture_sql(target) as statements:
+            yield counts
+    finally:
+        counts.statements = len(statements)
+        for name, fn in listeners.items():
+            event.remove(target, name, fn)
+
+
+async def poll_health(
+    client: httpx.AsyncClient, every_s: float, stop: asyncio.Event
+) -> array[float]:
+    """``/health`` every `every_s` until `stop` is set; each wait is timed from when it was due.
+
+    One monitor, one request at a time: it sleeps `every_s` after each answer. Its clock starts
+    when the sleep *should* have ended, so a loop blocked past that moment shows in the wait.
+    """
+    waits = array("d")
+    while not stop.is_set():
+        due = time.perf_counter() + every_s
+        await asyncio.sleep(every_s)
+        if stop.is_set():
+            break
+        response = await client.get("/health")
+        response.raise_for_status()
+        waits.append(time.perf_counter() - due)
+    return waits
+
+
+@contextmanager
+def collect_log(name: str, level: int = logging.WARNING) -> Iterator[list[logging.LogRecord]]:
+    """Keep what logger `name` says in the block in a list, instead of printing it to stderr."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(name)
+    handler = Keep(level)
+    saved = (logger.propagate, logger.level)
+    logger.addHandler(handler)
+    logger.propagate = False
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved[0]
+        logger.setLevel(saved[1])
+
+
+@dataclass(frozen=True)
+class SlowCallback:
+    """One report from asyncio's debug mode: a callback (a task's step) held the loop this long."""
+
+    seconds: float
+    where: str
+
+
+_CORO = re.compile(r"coro=<([\w.<>]+)\(")
+
+
+def _slow_callback(record: logging.LogRecord) -> SlowCallback | None:
+    args = record.args
+    if not (isinstance(args, tuple) and len(args) == 2 and "took" in str(record.msg)):
+        return None  # another asyncio warning, not a slow callback
+    match = _CORO.search(str(args[0]))
+    return SlowCallback(float(args[1]), match.group(1) if match else "callback")  # type: ignore[arg-type]
+
+
+@contextmanager
+def catch_slow_callbacks(
+    threshold_s: float = 0.02, loop: asyncio.AbstractEventLoop | None = None
+) -> Iterator[list[SlowCallback]]:
+    """Turn on asyncio's debug mode for the block; collect its slow-callback warnings.
+
+    With ``loop.set_debug(True)`` asyncio times every callback it runs and logs
+    ``Executing <Task ...> took 0.051 seconds`` past ``slow_callback_duration``: the same switch
+    as ``PYTHONASYNCIODEBUG=1`` or ``asyncio.run(..., debug=True)`` in your own app. Here each
+    warning becomes a `SlowCallback` (the task's coroutine and the time), in the list the
+    block gets, once the block ends.
+    """
+    loop = loop or asyncio.get_running_loop()
+    found: list[SlowCallback] = []
+    saved = (loop.get_debug(), loop.slow_callback_duration)
+    with collect_log("asyncio") as records:
+        loop.slow_callback_duration = threshold_s
+        loop.set_debug(True)
+        try:
+            yield found
+        finally:
+            loop.set_debug(saved[0])
+            loop.slow_callback_duration = saved[1]
+    found.extend(slow for slow in map(_slow_callback, records) if slow is not None)

@@ -1,0 +1,224 @@
+"""``python -m labkit``: the timing lab from a terminal.
+
+- ``bench``: the notebook's grid (setups x concurrency x latency) on the in-process app, with a
+  progress bar on stderr, then a table, and on request a CSV file and a PNG plot;
+- ``serve``: the same app under uvicorn on 127.0.0.1, for a browser (its DevTools Network panel
+  shows each response's ``Server-Timing``) or for ``drive``;
+- ``drive``: the load driver against a server on this machine, over a real socket.
+
+Run ``python -m labkit bench --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import resource
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .app import create_app
+from .load import calibrate, run_grid, run_load
+from .progress import auto_progress
+from .routes import SETUPS
+from .settings import fresh_sqlite_url, safe_url
+
+LOOPBACK = "127.0.0.1"
+
+
+def _numbers(text: str, kind: type = int) -> list[Any]:
+    try:
+        return [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    return _numbers(text, float)
+
+
+def _setups(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in (*SETUPS, "health")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown setup(s) {unknown}; choose from {SETUPS}")
+    return names
+
+
+def _pool_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument(
+        "--pool-size", type=int, help="pooled connections (bench: the largest C; serve: 5)"
+    )
+    parser.add_argument(
+        "--max-overflow", type=int, help="extra connections (bench: 0 with --pool-size unset; 10)"
+    )
+    parser.add_argument("--pool-timeout", type=float, default=30.0, help="seconds (30)")
+    parser.add_argument("--threads", type=int, help="AnyIO thread limit (40)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bench = commands.add_parser("bench", help="time the setups in process and print a table")
+    bench.add_argument(
+        "--setups", type=_setups, default=list(SETUPS), help="comma-separated (all three)"
+    )
+    bench.add_argument("--concurrency", type=_numbers, default=[1, 10, 50], help="C (1,10,50)")
+    bench.add_argument(
+        "--latency", type=_floats, default=[0.0, 10.0], help="simulated ms per statement (0,10)"
+    )
+    bench.add_argument("--requests", type=int, default=300, help="requests per point (300)")
+    bench.add_argument(
+        "--health-every", type=float, metavar="MS", help="also poll /health every MS ms"
+    )
+    bench.add_argument(
+        "--no-model", action="store_true", help="skip measuring s, and the model's columns"
+    )
+    bench.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-': stdout)")
+    bench.add_argument("--plot", metavar="FILE.png", help="save throughput against C")
+    _pool_options(bench)
+
+    serve = commands.add_parser("serve", help="run the app under uvicorn on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--latency", type=float, default=0.0, help="simulated ms per statement")
+    _pool_options(serve)
+
+    drive = commands.add_parser("drive", help="load a server on this machine over a socket")
+    drive.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    drive.add_argument("--setup", default="async", help="a setup, 'health' or a path")
+    drive.add_argument("--requests", type=int, default=300)
+    drive.add_argument("--concurrency", type=int, default=10)
+    drive.add_argument("--csv", metavar="FILE", help="write the row as CSV ('-': stdout)")
+    return parser
+
+
+def _engine_options(args: argparse.Namespace, default_pool: int, default_overflow: int) -> dict:
+    return {
+        "pool_size": default_pool if args.pool_size is None else args.pool_size,
+        "max_overflow": default_overflow if args.max_overflow is None else args.max_overflow,
+        "pool_timeout": args.pool_timeout,
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+async def bench(args: argparse.Namespace) -> int:
+    # Sized to the largest concurrency unless told otherwise: with SQLAlchemy's 5 + 10, the
+    # blocking setup deadlocks above 15 clients (notebook 04 shows why).
+    largest = max(args.concurrency)
+    options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
+    pool = options["pool_size"] + options["max_overflow"]
+    url = args.database or fresh_sqlite_url("bench")
+    print(
+        f"database {safe_url(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
+        f"threads {args.threads or 40}, {args.requests} requests per point"
+    )
+    if "blocking" in args.setups and largest > pool:
+        print(
+            f"note: blocking with C={largest} > pool {pool} can deadlock the event loop inside "
+            f"the pool; each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503",
+            file=sys.stderr,
+        )
+    modelled = [] if args.no_model else [s for s in args.setups if s in SETUPS]
+    model = await calibrate(url, modelled, **options) if modelled else None
+    if model is not None:
+        cpu = ", ".join(f"{s} {v * 1000:.2f} ms" for s, v in model.cpu_s.items())
+        print(f"CPU per request s (L=0, C=1): {cpu}")
+    grid = await run_grid(
+        url,
+        args.setups,
+        args.concurrency,
+        args.latency,
+        requests=args.requests,
+        model=model,
+        threads=args.threads,
+        health_every_s=args.health_every / 1000 if args.health_every else None,
+        progress=auto_progress(),
+        **options,
+    )
+    columns = ["setup", "C", "L_ms", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms"]
+    if args.health_every:
+        columns.append("health_p99_ms")
+    columns += ["peak_conns", "new_conns", "peak_threads"]
+    if model is not None:
+        columns += ["model_rps", "vs_model", "limit"]
+    print(grid.table(columns))
+    if args.csv:
+        grid.to_csv(sys.stdout if args.csv == "-" else args.csv)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig = grid.plot()
+        fig.savefig(args.plot, dpi=100)
+        plt.close(fig)
+        print(f"plot saved to {args.plot}")
+    print(f"peak memory (RSS): {_peak_rss_mb():.0f} MB")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    options = _engine_options(args, 5, 10)
+    app = create_app(args.database, threads=args.threads, latency_ms=args.latency, **options)
+    print(f"serving the lab on http://{LOOPBACK}:{args.port} (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def drive(args: argparse.Namespace) -> int:
+    if not is_loopback(args.url):
+        print(f"drive only loads servers on this machine (127.0.0.1), not {args.url}")
+        return 2
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=60) as client:
+        result = await run_load(
+            client,
+            args.setup,
+            requests=args.requests,
+            concurrency=args.concurrency,
+            warmup=min(args.concurrency, 10),
+        )
+    if args.csv:
+        result.to_csv(sys.stdout if args.csv == "-" else args.csv)
+    else:
+        print(result.table(["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    runner = bench if args.command == "bench" else drive
+    try:
+        return asyncio.run(runner(args))
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

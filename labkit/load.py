@@ -1,0 +1,585 @@
+"""The load driver: N requests at concurrency C against one route of the in-process app.
+
+C asyncio tasks share one `httpx.AsyncClient` over `httpx.ASGITransport` (no socket: the app
+runs in this process and this event loop). Each task sends its next request as soon as its last
+one is answered, until N have been sent: a *closed* system of C clients, the one the model in
+labkit.model describes. While they run, a lag probe asks the loop to wake it every millisecond
+(labkit.probes), and, given the app, the setup's engine is watched (statements, connections)
+and AnyIO's threadpool sampled.
+
+`run_load` returns a `LoadResult`; `run_grid` runs setups x concurrency x latency and returns a
+`Grid` of them. Both render as a table in a notebook, plot themselves, and export CSV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .app import create_app
+from .client import lab_client
+from .database import EngineOptions
+from .model import ANYIO_THREADS, ThroughputModel
+from .probes import EngineCounts, LagProbe, LagTrace, ThreadGauge, poll_health, watch_engine
+from .progress import Progress
+from .routes import SETUPS
+from .table import Table
+from .timing import HEADER, parse_server_timing
+
+SEED_USERS = 1000
+"""Requests cycle through the seed's user ids, so every one finds its row."""
+
+
+def route_for(setup: str) -> Callable[[int], str]:
+    """The path of request `i`: ``/SETUP/users/{id}`` for a setup, ``/health`` as it is, or any
+    path, where ``{id}`` is replaced by a seed user's id."""
+    if setup in SETUPS:
+        template = f"/{setup}/users/{{id}}"
+    elif setup == "health":
+        template = "/health"
+    elif setup.startswith("/"):
+        template = setup
+    else:
+        raise ValueError(f"not a setup ({', '.join(SETUPS)}, health) nor a path: {setup!r}")
+    if "{id}" not in template:
+        return lambda _i: template
+    return lambda i: template.replace("{id}", str(i % SEED_USERS + 1))
+
+
+def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
+    """The engine a setup's routes use (None for ``/health`` and other paths)."""
+    if setup in ("blocking", "threadpool"):
+        return app.state.sync_db.engine
+    if setup == "async":
+        return app.state.async_db.engine
+    return None
+
+
+def _percentile_ms(values: Sequence[float], q: float) -> float:
+    """The q-th percentile in milliseconds (linear interpolation), NaN when nothing was measured."""
+    if not len(values):
+        return float("nan")
+    return float(np.percentile(np.frombuffer(values, dtype="d"), q)) * 1000
+
+
+@dataclass
+class LoadResult:
+    """One load run: what each request took, what came back, and what the probes saw.
+
+    Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
+    Latencies are client-side (from sending to the full answer) for every response, whatever
+    its status; `server_total_s` and `server_db_s` come from each response's ``Server-Timing``.
+    """
+
+    setup: str
+    concurrency: int
+    requests: int
+    latency_ms: float
+    elapsed_s: float
+    latencies_s: array[float]
+    server_total_s: array[float]
+    server_db_s: array[float]
+    statuses: Counter[int]
+    errors: Counter[str]
+    reasons: Counter[str]
+    lag: LagTrace
+    health_s: array[float] | None = None
+    engine: EngineCounts | None = None
+    peak_threads: int = 0
+    thread_limit: float = ANYIO_THREADS
+    pool: int | None = None
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not succeed: non-2xx answers and exceptions."""
+        return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second of the run's wall time."""
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    def percentile_ms(self, q: float) -> float:
+        return _percentile_ms(self.latencies_s, q)
+
+    @property
+    def p50_ms(self) -> float:
+        return self.percentile_ms(50)
+
+    @property
+    def p95_ms(self) -> float:
+        return self.percentile_ms(95)
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile_ms(99)
+
+    @property
+    def mean_ms(self) -> float:
+        return float(np.mean(self.latencies_s)) * 1000 if len(self.latencies_s) else float("nan")
+
+    @property
+    def lag_p50_ms(self) -> float:
+        return _percentile_ms(self.lag.lags_s, 50)
+
+    @property
+    def lag_p99_ms(self) -> float:
+        return _percentile_ms(self.lag.lags_s, 99)
+
+    @property
+    def lag_max_ms(self) -> float:
+        return max(self.lag.lags_s, default=0.0) * 1000
+
+    @property
+    def health_p50_ms(self) -> float:
+        return _percentile_ms(self.health_s or array("d"), 50)
+
+    @property
+    def health_p99_ms(self) -> float:
+        return _percentile_ms(self.health_s or array("d"), 99)
+
+    @property
+    def db_share(self) -> float:
+        """The share of the clients' waiting spent inside the database (Server-Timing ``db``)."""
+        waited = sum(self.latencies_s)
+        return sum(self.server_db_s) / waited if waited else float("nan")
+
+    def row(self) -> dict[str, Any]:
+        """The run as one table/CSV row."""
+        row: dict[str, Any] = {
+            "setup": self.setup,
+            "C": self.concurrency,
+            "L_ms": self.latency_ms,
+            "ok": self.ok,
+            "failed": self.failed,
+            "rps": self.throughput,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "lag_p50_ms": self.lag_p50_ms,
+            "lag_p99_ms": self.lag_p99_ms,
+            "lag_max_ms": self.lag_max_ms,
+        }
+        if self.health_s is not None:
+            row["health_p50_ms"] = self.health_p50_ms
+            row["health_p99_ms"] = self.health_p99_ms
+        row["db_share"] = self.db_share
+        if self.engine is not None:
+            row |= {
+                "statements": self.engine.statements,
+                "peak_conns": self.engine.peak_checked_out,
+                "new_conns": self.engine.opened,
+            }
+        row["peak_threads"] = self.peak_threads
+        return row
+
+    def table(self, columns: Sequence[str] | None = None) -> Table:
+        """The run as a one-row table, optionally of some columns only."""
+        return Table([self.row()], columns)
+
+    def to_csv(self, target: str | Path | IO[str]) -> None:
+        self.table().to_csv(target)
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
+
+    def plot(self) -> Any:
+        """Latency distribution and event-loop lag timeline, side by side (a Figure)."""
+        from .plots import plot_result
+
+        return plot_result(self)
+
+
+@dataclass
+class Grid:
+    """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
+
+    results: list[LoadResult] = field(default_factory=list)
+    model: ThroughputModel | None = None
+
+    def __iter__(self) -> Iterator[LoadResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def get(self, setup: str, concurrency: int, latency_ms: float | None = None) -> LoadResult:
+        """The one result for this point (any latency if the grid has only one)."""
+        found = [
+            r
+            for r in self.results
+            if r.setup == setup
+            and r.concurrency == concurrency
+            and (latency_ms is None or r.latency_ms == latency_ms)
+        ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} results for {setup} C={concurrency} L={latency_ms}")
+        return found[0]
+
+    def model_rps(self, result: LoadResult) -> float:
+        """The model's bound for a result's point (NaN if no model, or the setup has none)."""
+        if self.model is None or result.setup not in self.model.cpu_s:
+            return float("nan")
+        return self.model.throughput(result.setup, result.concurrency, result.latency_ms / 1000)
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for result in self.results:
+            row = result.row()
+            if self.model is not None:
+                modelled = result.setup in self.model.cpu_s
+                bound = self.model_rps(result)
+                row["model_rps"] = bound
+                row["vs_model"] = result.throughput / bound if modelled else float("nan")
+                row["limit"] = (
+                    self.model.limit(result.setup, result.concurrency, result.latency_ms / 1000)
+                    if modelled
+                    else "-"
+                )
+            rows.append(row)
+        # Every row gets every column (a /health row has no engine counts), so CSV lines up.
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        return [{c: row.get(c, float("nan")) for c in columns} for row in rows]
+
+    def table(self, columns: Sequence[str] | None = None) -> Table:
+        """The grid as a table, optionally of some columns only."""
+        return Table(self.rows(), columns)
+
+    def to_csv(self, target: str | Path | IO[str]) -> None:
+        self.table().to_csv(target)
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
+
+    def plot(self) -> Any:
+        """Throughput against concurrency, one panel per latency, the model's lines beside."""
+        from .plots import plot_throughput
+
+        return plot_throughput(self)
+
+
+class _Recorder:
+    """Where the worker tasks put what they saw (all on the event loop: no locks needed)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.latencies = array("d")
+        self.server_total = array("d")
+        self.server_db = array("d")
+        self.statuses: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.progress = progress
+
+    def response(self, seconds: float, response: httpx.Response) -> None:
+        self.latencies.append(seconds)
+        self.statuses[response.status_code] += 1
+        timing = response.headers.get(HEADER)
+        if timing is not None:
+            metrics = parse_server_timing(timing)
+            self.server_total.append(metrics.get("total", 0.0) / 1000)
+            self.server_db.append(metrics.get("db", 0.0) / 1000)
+        if not response.is_success:
+            self.reasons[f"{response.status_code} {_detail(response)}"] += 1
+        if self.progress is not None:
+            self.progress.advance()
+
+    def error(self, exc: Exception) -> None:
+        self.errors[type(exc).__name__] += 1
+        if self.progress is not None:
+            self.progress.advance()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:80]
+    return str(body.get("detail", body))[:80] if isinstance(body, dict) else str(body)[:80]
+
+
+async def _send_requests(
+    client: httpx.AsyncClient,
+    path_of: Callable[[int], str],
+    numbers: Iterator[int],
+    stop: asyncio.Event,
+    record: _Recorder,
+) -> None:
+    """One client: send the next request as soon as the last one is answered."""
+    for i in numbers:
+        if stop.is_set():
+            return
+        path = path_of(i)
+        start = time.perf_counter()
+        try:
+            response = await client.get(path)
+        except Exception as exc:  # counted, not raised: a failed request is a measurement
+            record.error(exc)
+        else:
+            record.response(time.perf_counter() - start, response)
+        # A request that never waits (``/health``) would otherwise run all of this client's
+        # requests in one step of the loop: let the other clients and the probes have a turn.
+        await asyncio.sleep(0)
+
+
+async def _drive(
+    client: httpx.AsyncClient,
+    path_of: Callable[[int], str],
+    requests: int,
+    concurrency: int,
+    record: _Recorder,
+) -> None:
+    """Run `concurrency` clients until `requests` were sent.
+
+    If the caller is cancelled, no new request is sent, and the ones in flight are let finish
+    before the cancellation goes on: a request cancelled half-way could leave its session open
+    or its connection checked out, and the next experiment would start on a dirty pool.
+    """
+    numbers = iter(range(requests))  # shared: each request number is taken by one client
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_send_requests(client, path_of, numbers, stop, record))
+        for _ in range(concurrency)
+    ]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait(tasks)  # a second cancel lands here, and `finally` ends the rest
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def run_load(
+    client: httpx.AsyncClient,
+    setup: str,
+    *,
+    requests: int,
+    concurrency: int,
+    app: FastAPI | None = None,
+    warmup: int = 0,
+    health_every_s: float | None = None,
+    lag_interval_s: float = 0.001,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.
+
+    `app`: the lab app behind `client`; given, the setup's engine and AnyIO's threadpool are
+    watched too. `warmup` requests go first, unmeasured, so the pool has its connections.
+    `health_every_s`: also poll ``/health`` that often, to see what the load does to others.
+    Failures are counted in the result, never raised; cancelling stops sending and lets the
+    requests in flight finish (see `_drive`).
+    """
+    if requests < 1 or concurrency < 1:
+        raise ValueError("requests and concurrency must be at least 1")
+    path_of = route_for(setup)
+    if warmup:
+        await _drive(client, path_of, warmup, min(concurrency, warmup), _Recorder(None))
+    record = _Recorder(progress)
+    gauge = ThreadGauge()
+    engine = engine_for(app, setup) if app is not None else None
+    options: EngineOptions | None = getattr(app.state, "engine_options", None) if app else None
+    stop_health = asyncio.Event()
+    health_task = None
+    with ExitStack() as stack:
+        counts = stack.enter_context(watch_engine(engine)) if engine is not None else None
+        async with LagProbe(lag_interval_s, on_wake=gauge.sample) as lag:
+            if health_every_s is not None:
+                health_task = asyncio.create_task(poll_health(client, health_every_s, stop_health))
+            start = time.perf_counter()
+            try:
+                await _drive(client, path_of, requests, concurrency, record)
+            finally:
+                elapsed = time.perf_counter() - start
+                stop_health.set()  # the monitor ends after its current request
+                health = await health_task if health_task is not None else None
+    return LoadResult(
+        setup=setup,
+        concurrency=concurrency,
+        requests=requests,
+        latency_ms=options.latency_ms if options else float("nan"),
+        elapsed_s=elapsed,
+        latencies_s=record.latencies,
+        server_total_s=record.server_total,
+        server_db_s=record.server_db,
+        statuses=record.statuses,
+        errors=record.errors,
+        reasons=record.reasons,
+        lag=lag,
+        health_s=health,
+        engine=counts,
+        peak_threads=gauge.peak,
+        thread_limit=gauge.limit,
+        pool=options.pool_size + options.max_overflow if options else None,
+    )
+
+
+def _requests_for(
+    model: ThroughputModel | None, requests: int | None, seconds: float | None, least: int
+) -> Callable[[str, int, float], int]:
+    """Requests per point: a fixed number, or enough to last about `seconds` by the model.
+
+    At 50 ms per query the blocking setup does about 20 requests a second and the others
+    hundreds: a fixed count would make one setup's points take 20 times longer than another's.
+    A point gets at least `least` requests and one per client; ``/health`` gets `least`.
+    """
+    if (requests is None) == (seconds is None):
+        raise ValueError("give either requests (per point) or seconds (per point), not both")
+    if seconds is not None and model is None:
+        raise ValueError("sizing points by seconds needs the model (from calibrate)")
+
+    def count(setup: str, concurrency: int, latency_ms: float) -> int:
+        if requests is not None:
+            return requests
+        assert model is not None and seconds is not None
+        if setup not in model.cpu_s:
+            return max(least, concurrency)
+        rate = model.throughput(setup, concurrency, latency_ms / 1000)
+        return max(least, concurrency, round(rate * seconds))
+
+    return count
+
+
+async def calibrate(
+    database_url: str | URL | None,
+    setups: Iterable[str] = SETUPS,
+    *,
+    requests: int = 100,
+    repeats: int = 3,
+    **engine_options: Any,
+) -> ThroughputModel:
+    """Measure each setup's CPU time per request ``s`` (at L = 0, C = 1): the model's one input.
+
+    With one client and no database wait, a request's response time is all work in this
+    process, so ``s = 1 / throughput``. Other programs on the machine can only make a run
+    slower, never faster, so the fastest of `repeats` runs is kept. The model gets the pool
+    size of `engine_options`.
+    """
+    options = {**engine_options, "latency_ms": 0.0}
+    app = create_app(database_url, **options)
+    cpu_s = {}
+    async with lab_client(app) as client:
+        for setup in setups:
+            runs = [
+                await run_load(client, setup, requests=requests, concurrency=1, warmup=10)
+                for _ in range(repeats)
+            ]
+            cpu_s[setup] = min(1 / run.throughput for run in runs)
+    opts = EngineOptions(**options)
+    return ThroughputModel(cpu_s, pool=opts.pool_size + opts.max_overflow)
+
+
+async def run_grid(
+    database_url: str | URL | None,
+    setups: Sequence[str],
+    concurrencies: Sequence[int] | Mapping[str, Sequence[int]],
+    latencies_ms: Sequence[float],
+    *,
+    requests: int | None = None,
+    seconds: float | None = None,
+    least: int = 10,
+    model: ThroughputModel | None = None,
+    threads: int | None = None,
+    health_every_s: float | None = None,
+    warmup: int = 5,
+    progress: Progress | None = None,
+    **engine_options: Any,
+) -> Grid:
+    """Every setup at every concurrency and latency, on one app per latency.
+
+    `concurrencies` is one list for all setups, or a list per setup (the blocking setup
+    deadlocks above the pool size, so a grid may stop it earlier). Each point has `requests`
+    requests, or enough to last about `seconds` by the model (see `_requests_for`), and starts
+    with `warmup` unmeasured requests (at most one per client), so the pool has connections and
+    the threads exist before the clock starts. `model` (from `calibrate`) is set to this grid's
+    pool size and thread limit and kept with it.
+    """
+    per_setup = (
+        {s: list(concurrencies[s]) for s in setups}
+        if isinstance(concurrencies, Mapping)
+        else {s: list(concurrencies) for s in setups}
+    )
+    grid = Grid()
+    if model is not None:
+        opts = EngineOptions(**engine_options)
+        grid.model = model.with_limits(
+            pool=opts.pool_size + opts.max_overflow, threads=threads or ANYIO_THREADS
+        )
+    count = _requests_for(grid.model, requests, seconds, least)
+    counts = {
+        (s, c, latency): count(s, c, latency)
+        for latency in latencies_ms
+        for s in setups
+        for c in per_setup[s]
+    }
+    if progress is not None:
+        progress.start(sum(counts.values()))
+    try:
+        for latency in latencies_ms:
+            app = create_app(database_url, threads=threads, latency_ms=latency, **engine_options)
+            async with lab_client(app) as client:
+                for setup in setups:
+                    for c in per_setup[setup]:
+                        if progress is not None:
+                            progress.describe(f"{setup} C={c} L={latency:g} ms")
+                        grid.results.append(
+                            await run_load(
+                                client,
+                                setup,
+                                requests=counts[setup, c, latency],
+                                concurrency=c,
+                                app=app,
+                                warmup=min(c, warmup),
+                                health_every_s=health_every_s,
+                                progress=progress,
+                            )
+                        )
+    finally:
+        if progress is not None:
+            progress.close()
+    return grid
+
+
+def by_setup(results: Iterable[LoadResult]) -> Mapping[str, list[LoadResult]]:
+    """Results grouped by setup, in the order they first appear."""
+    groups: dict[str, list[LoadResult]] = {}
+    for result in results:
+        groups.setdefault(result.setup, []).append(result)
+    return groups
+
+
+__all__ = [
+    "Grid",
+    "LoadResult",
+    "by_setup",
+    "calibrate",
+    "engine_for",
+    "route_for",
+    "run_grid",
+    "run_load",
+]

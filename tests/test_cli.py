@@ -1,0 +1,130 @@
+"""``python -m labkit``: bench prints the grid, serve runs the app on loopback, drive loads it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labkit.__main__ import is_loopback, main
+from labkit.progress import TerminalProgress
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_prints_a_table_and_writes_csv_and_plot(tmp_path: Path, capsys) -> None:
+    out_csv, out_png = tmp_path / "grid.csv", tmp_path / "grid.png"
+    code = main(
+        [
+            "bench",
+            "--setups", "health,blocking,async",
+            "--concurrency", "1,3",
+            "--latency", "0,5",
+            "--requests", "12",
+            "--database", f"sqlite:///{tmp_path / 'bench.db'}",
+            "--csv", str(out_csv),
+            "--plot", str(out_png),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pool 3 + 0" in printed  # sized to the largest concurrency
+    assert "CPU per request s (L=0, C=1): blocking" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("setup"))
+    assert header.split()[:6] == ["setup", "C", "L_ms", "ok", "failed", "rps"]
+    assert "model_rps" in header and "limit" in header
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 3 * 2 * 2
+    assert {row["ok"] for row in rows} == {"12"}
+    assert {row["limit"] for row in rows if row["setup"] == "blocking"} <= {"cpu", "event loop"}
+    assert out_png.read_bytes().startswith(b"\x89PNG")
+    assert "peak memory (RSS)" in printed
+
+
+def test_bench_warns_before_the_blocking_setup_deadlocks(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "bench", "--setups", "blocking", "--concurrency", "3", "--latency", "0",
+            "--requests", "3", "--pool-size", "1", "--max-overflow", "0", "--pool-timeout", "0.3",
+            "--database", f"sqlite:///{tmp_path / 'bench.db'}", "--no-model",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "blocking with C=3 > pool 1 can deadlock" in captured.err
+    assert "model_rps" not in captured.out
+    row = next(line for line in captured.out.splitlines() if line.startswith("blocking"))
+    ok, failed = (int(n) for n in row.split()[3:5])
+    assert ok + failed == 3 and failed >= 1  # stalled for the pool timeout, then 503
+
+
+def test_bad_arguments_are_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--setups", "sideways"])
+    assert "unknown setup" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--concurrency", "one"])
+
+
+def test_drive_keeps_to_this_machine(capsys) -> None:
+    assert is_loopback("http://127.0.0.1:8000") and is_loopback("http://localhost:1")
+    assert is_loopback("http://[::1]:8000")
+    assert not is_loopback("http://192.168.1.10:8000")
+    assert main(["drive", "http://example.com"]) == 2
+    assert "only loads servers on this machine" in capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_on_loopback_and_drive_loads_it(tmp_path: Path, capsys) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "labkit", "serve", "--port", str(port), "--latency", "5",
+         "--database", f"sqlite:///{tmp_path / 'served.db'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                health = httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not start")
+        assert "server-timing" in health.headers
+        code = main(["drive", url, "--setup", "async", "--requests", "20", "--concurrency", "4",
+                     "--csv", "-"])  # fmt: skip
+        assert code == 0
+        (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+        assert row["setup"] == "async" and row["ok"] == "20"
+        assert float(row["p50_ms"]) >= 5  # the simulated wait, over a real socket
+    finally:
+        server.terminate()
+        out, _err = server.communicate(timeout=10)
+    assert f"serving the lab on {url}" in out
+
+
+def test_terminal_progress_redraws_one_line_and_ends_it() -> None:
+    stream = io.StringIO()
+    bar = TerminalProgress(stream)
+    bar.start(4)
+    bar.describe("async C=2")
+    for _ in range(4):
+        bar.advance()
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\r[") and text.endswith("\n")
+    assert "4/4 requests" in text.splitlines()[-1].split("\r")[-1]
