@@ -14,8 +14,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from .cancellation import FinishEveryRequest
 from .database import AsyncDatabase, EngineOptions, SyncDatabase
-from .errors import add_database_error_handlers
+from .errors import add_error_handlers
 from .routes import async_session, blocking, threadpool
 from .seed import create_and_seed
 from .timing import ServerTimingMiddleware
@@ -62,8 +63,9 @@ def create_app(
     app.state.threads = threads
     app.state.sync_db = sync_db
     app.state.async_db = async_db
+    add_error_handlers(app)
     app.add_middleware(ServerTimingMiddleware)
-    add_database_error_handlers(app)
+    app.add_middleware(FinishEveryRequest)  # outermost: a client's cancel reaches none of the app
 
     @app.get("/health")
     async def health() -> dict[str, str]:

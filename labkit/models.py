@@ -7,9 +7,10 @@ strategies and the N+1 problem have something to load).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -45,7 +46,23 @@ class Post(Base):
         return f"Post(id={self.id!r}, author_id={self.author_id!r}, title={self.title!r})"
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+def no_control_characters(text: str) -> str:
+    """Refuse text with control characters (NUL, newline inside, escape codes ...) with a 422.
+
+    A name or an email is one line of text. NUL matters most: SQLite stores it, but PostgreSQL
+    cannot hold it in a text column at all, so the driver would fail the INSERT or the lookup
+    and a client's bad input would become the server's 500.
+    """
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    AfterValidator(no_control_characters),
+]
 
 
 class UserCreate(BaseModel):

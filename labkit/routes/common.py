@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Query, status
+from pydantic import AfterValidator
 from sqlalchemy import Select, select
 
-from ..models import EMAIL_MAX, User
+from ..models import EMAIL_MAX, User, no_control_characters
 
 MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER; a larger id is a 422, not a driver overflow (500)
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
-EmailQuery = Annotated[str, Query(min_length=1, max_length=EMAIL_MAX, description="Exact email.")]
+EmailQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=EMAIL_MAX, description="Exact email."),
+    AfterValidator(no_control_characters),
+]
 
 
 def users_with_email(email: str) -> Select[tuple[User]]:

@@ -38,10 +38,16 @@ def make_router(database: SyncDatabase) -> APIRouter:
         user = User(**payload.model_dump())
         db.add(user)
         try:
+            db.flush()  # the INSERT: a duplicate email fails here, and the new id is known
+            # Read the answer before commit() expires `user`. Read after it, `user` reloads in
+            # a new transaction that holds a pooled connection until the request ends: under
+            # load, requests then wait for connections held by requests waiting for them (until
+            # pool_timeout), and a reload that fails answers an error for a row that was saved.
+            created = UserOut.model_validate(user)
             db.commit()
         except IntegrityError:
             db.rollback()
             raise email_taken(payload.email) from None
-        return UserOut.model_validate(user)
+        return created
 
     return router
