@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,3 +200,44 @@ def scratch_database(server: PostgresServer, prefix: str = "lab") -> Iterator[UR
         yield fresh_database(server, name)
     finally:
         drop_database(server, name)
+
+
+@dataclass
+class ServerConnections:
+    """Connections to one database as the server counts them (``pg_stat_activity``), sampled."""
+
+    samples: list[int]
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples, default=0)
+
+
+@contextmanager
+def watch_server_connections(
+    server: PostgresServer, database: str, every_s: float = 0.005
+) -> Iterator[ServerConnections]:
+    """Sample how many connections `database` has, from the server's side, during the block.
+
+    The pool's own counters say what the app believes; ``pg_stat_activity`` is what the server
+    actually holds open (and what a DBA's ``max_connections`` is spent on). Sampling runs on a
+    thread of its own, so a blocked event loop cannot pause it.
+    """
+    seen = ServerConnections(samples=[])
+    stop = threading.Event()
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+
+    def sample() -> None:
+        with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+            while True:
+                seen.samples.append(conn.execute(query, (database,)).fetchone()[0])
+                if stop.wait(every_s):
+                    return
+
+    sampler = threading.Thread(target=sample, name="pg_stat_activity sampler", daemon=True)
+    sampler.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        sampler.join()
