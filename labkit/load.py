@@ -76,8 +76,28 @@ def _percentile_ms(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.frombuffer(values, dtype="d"), q)) * 1000
 
 
+class _ShownAsTable:
+    """What a result shows itself as: a table in a notebook, text in a terminal, CSV in a file."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def table(self, columns: Sequence[str] | None = None) -> Table:
+        """The rows as a table, optionally of some columns only."""
+        return Table(self.rows(), columns)
+
+    def to_csv(self, target: str | Path | IO[str]) -> None:
+        self.table().to_csv(target)
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
+
+
 @dataclass
-class LoadResult:
+class LoadResult(_ShownAsTable):
     """One load run: what each request took, what came back, and what the probes saw.
 
     Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
@@ -204,18 +224,8 @@ class LoadResult:
         }
         return row
 
-    def table(self, columns: Sequence[str] | None = None) -> Table:
-        """The run as a one-row table, optionally of some columns only."""
-        return Table([self.row()], columns)
-
-    def to_csv(self, target: str | Path | IO[str]) -> None:
-        self.table().to_csv(target)
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.row()]
 
     def plot(self) -> Any:
         """Latency distribution and event-loop lag timeline, side by side (a Figure)."""
@@ -225,7 +235,7 @@ class LoadResult:
 
 
 @dataclass
-class Grid:
+class Grid(_ShownAsTable):
     """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
 
     results: list[LoadResult] = field(default_factory=list)
@@ -274,19 +284,6 @@ class Grid:
         # Every row gets every column (a /health row has no engine counts), so CSV lines up.
         columns = list(dict.fromkeys(key for row in rows for key in row))
         return [{c: row.get(c, float("nan")) for c in columns} for row in rows]
-
-    def table(self, columns: Sequence[str] | None = None) -> Table:
-        """The grid as a table, optionally of some columns only."""
-        return Table(self.rows(), columns)
-
-    def to_csv(self, target: str | Path | IO[str]) -> None:
-        self.table().to_csv(target)
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
 
     def plot(self) -> Any:
         """Throughput against concurrency, one panel per latency, the model's lines beside."""
