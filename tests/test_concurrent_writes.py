@@ -25,8 +25,9 @@ pytestmark = pytest.mark.anyio
 
 CONCURRENT_POSTS = 500
 
-POOL_TIMEOUT_S = 1.0
-"""Short, so that a pool deadlock could not hide as a stall: see `post_concurrently`."""
+POOL_TIMEOUT_S = 10.0
+"""Longer than 500 writes take to queue through 15 connections on a busy machine, and short
+enough that a pool deadlock shows as 503s inside the run's budget: see `post_concurrently`."""
 
 RUN_BUDGET_S = 30.0
 
@@ -42,8 +43,8 @@ async def post_concurrently(
 
     A request holding a pooled connection while it waits for the event loop or a worker thread
     (the blocking setup reading `user` after `commit()` did) deadlocks the pool at this
-    concurrency until ``pool_timeout``; 30 s a time would stall the suite. With a 1 s timeout a
-    deadlock would still show, as 503s and a run that overruns its budget, which fails.
+    concurrency until ``pool_timeout``; 30 s a time would stall the suite. With a 10 s timeout a
+    deadlock still shows, as 503s (or a run that overruns its budget), which fails.
     """
     async with asyncio.timeout(RUN_BUDGET_S):
         return await asyncio.gather(
