@@ -6,7 +6,7 @@ CLI saves it). Every setup has one colour in every plot; the model's line is das
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -67,18 +67,37 @@ def plot_throughput(grid: Grid) -> Figure:
     return fig
 
 
-def plot_latency(results: Sequence[LoadResult], title: str = "Response times") -> Figure:
-    """The distribution of response times (an ECDF: the share answered within x ms)."""
+def _ecdf_figure(
+    results: Sequence[LoadResult],
+    seconds_of: Callable[[LoadResult], Sequence[float] | None],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> Figure:
+    """One ECDF per result (the share of requests answered within x ms), on a log scale."""
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for result in results:
-        _ecdf(ax, result.latencies_s, color=colour(result.setup), label=label(result))
+        seconds = seconds_of(result)
+        if seconds is not None:
+            _ecdf(ax, seconds, color=colour(result.setup), label=label(result))
     ax.set_xscale("log")
     ax.set_title(title)
-    ax.set_xlabel("response time (ms, log scale)")
-    ax.set_ylabel("share of requests answered within")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return fig
+
+
+def plot_latency(results: Sequence[LoadResult], title: str = "Response times") -> Figure:
+    """The distribution of response times (an ECDF: the share answered within x ms)."""
+    return _ecdf_figure(
+        results,
+        lambda r: r.latencies_s,
+        title,
+        "response time (ms, log scale)",
+        "share of requests answered within",
+    )
 
 
 LAG_FLOOR_MS = 0.01
@@ -109,17 +128,13 @@ def plot_lag(results: Sequence[LoadResult], title: str = "Event-loop lag during 
 
 def plot_health(results: Sequence[LoadResult], title: str = "/health while loaded") -> Figure:
     """How long ``/health`` (no database) took while each run loaded the app."""
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    for result in results:
-        if result.health_s is not None:
-            _ecdf(ax, result.health_s, color=colour(result.setup), label=label(result))
-    ax.set_xscale("log")
-    ax.set_title(title)
-    ax.set_xlabel("/health response time, from when it was due (ms, log scale)")
-    ax.set_ylabel("share of checks answered within")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    return fig
+    return _ecdf_figure(
+        results,
+        lambda r: r.health_s,
+        title,
+        "/health response time, from when it was due (ms, log scale)",
+        "share of checks answered within",
+    )
 
 
 def plot_result(result: LoadResult) -> Figure:
