@@ -174,6 +174,16 @@ def find_server() -> PostgresServer:
     raise NoPostgres("No PostgreSQL server found: " + "; ".join(reasons) + ". " + HOW_TO_GET_ONE)
 
 
+def run_admin(server: PostgresServer, sql: str) -> None:
+    """Run one statement on `server`'s admin database, outside a transaction.
+
+    ``CREATE DATABASE`` and ``DROP DATABASE`` cannot run inside one. The SQL is the lab's own
+    (database names it chose), never user input.
+    """
+    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
 def fresh_database(server: PostgresServer, name: str) -> URL:
     """An empty database `name` on `server`: any earlier one of that name is dropped first.
 
@@ -181,15 +191,13 @@ def fresh_database(server: PostgresServer, name: str) -> URL:
     after another, starts from the same state. Drop it at the end with `drop_database`.
     """
     drop_database(server, name)
-    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    run_admin(server, f'CREATE DATABASE "{name}"')
     return server.url.set(database=name)
 
 
 def drop_database(server: PostgresServer, name: str) -> None:
     """Drop database `name` on `server` if it exists, ending any session still connected to it."""
-    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    run_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

@@ -10,29 +10,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from scratch_postgres import REQUIRE_POSTGRES, postgres_or_skip, scratch_postgres_database
 from sqlalchemy.engine import URL, make_url
 
 from labkit import create_app, lab_client, sqlite_url
-from labkit.postgres import NoPostgres, PostgresServer, find_server, scratch_database
+from labkit.postgres import NoPostgres, PostgresServer, find_server
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
-"""Set (as CI does) so a missing PostgreSQL server fails the tests that need it, not skips them."""
-
-
-def postgres_or_skip() -> PostgresServer:
-    """The lab's PostgreSQL server; if there is none, skip (fail, under LAB_REQUIRE_POSTGRES)."""
-    try:
-        return find_server()
-    except NoPostgres as exc:
-        if os.environ.get(REQUIRE_POSTGRES):
-            pytest.fail(f"{REQUIRE_POSTGRES} is set but {exc}", pytrace=False)
-        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -41,9 +28,9 @@ def postgres_server() -> PostgresServer:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[URL]:
+def postgres_url() -> Iterator[URL]:
     """A new, empty PostgreSQL database of the test's own, dropped afterwards."""
-    with scratch_database(postgres_server, prefix="lab_test") as url:
+    with scratch_postgres_database() as url:
         yield url
 
 

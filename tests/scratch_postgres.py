@@ -1,62 +1,46 @@
-"""A PostgreSQL database of a test's own on the lab's server, dropped afterwards.
-
-Used by the reliability tests (bad input, outages, leaks, secrets) to run their PostgreSQL
-cases; kept small so it can be folded into a shared PostgreSQL fixture. When no server answers,
-the PostgreSQL cases are skipped with the reason, unless ``LAB_REQUIRE_POSTGRES`` is set (as CI
-sets it), and then they fail.
+"""PostgreSQL for the tests: the lab's server or a skip (a failure under LAB_REQUIRE_POSTGRES),
+and databases of a test's own on it. Built on `labkit.postgres`, which the notebooks use too.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from labkit import sqlite_url
+from labkit.postgres import NoPostgres, PostgresServer, find_server, run_admin, scratch_database
 
-SERVER = make_url("postgresql://postgres@127.0.0.1:5432/postgres")
-"""The lab's PostgreSQL server (trust authentication), through its maintenance database."""
+REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
+"""Set (as CI does) so a missing PostgreSQL server fails the tests that need it, not skips them."""
 
 BACKENDS = ("sqlite", "postgresql")
 
 
-def admin(sql: str) -> None:
-    """Run one statement on the server as the superuser, outside a transaction (CREATE DATABASE
-    cannot run inside one)."""
-    with psycopg.connect(_conninfo(SERVER), autocommit=True, connect_timeout=3) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]  # the lab's own names, never user input
-
-
-def _conninfo(url: URL) -> str:
-    return f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
-
-
-def _server_or_skip() -> None:
+def postgres_or_skip() -> PostgresServer:
+    """The lab's PostgreSQL server; if there is none, skip (fail, under LAB_REQUIRE_POSTGRES)."""
     try:
-        admin("SELECT 1")
-    except psycopg.OperationalError as exc:
-        reason = f"no PostgreSQL server answers at {SERVER.host}:{SERVER.port} ({exc})"
-        if os.environ.get("LAB_REQUIRE_POSTGRES"):
-            pytest.fail(f"LAB_REQUIRE_POSTGRES is set but {reason}", pytrace=False)
-        pytest.skip(reason)
+        return find_server()
+    except NoPostgres as exc:
+        if os.environ.get(REQUIRE_POSTGRES):
+            pytest.fail(f"{REQUIRE_POSTGRES} is set but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def admin(sql: str) -> None:
+    """Run one statement on the lab's server as its admin, outside a transaction."""
+    run_admin(postgres_or_skip(), sql)
 
 
 @contextmanager
 def scratch_postgres_database() -> Iterator[URL]:
     """A new, empty database ``lab_test_<random>``; dropped (with its connections) on exit."""
-    _server_or_skip()
-    name = f"lab_test_{uuid.uuid4().hex[:12]}"
-    admin(f"CREATE DATABASE {name}")
-    try:
-        yield SERVER.set(database=name)
-    finally:
-        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(postgres_or_skip(), prefix="lab_test") as url:
+        yield url
 
 
 @contextmanager
