@@ -534,8 +534,9 @@ async def run_grid(
     deadlocks above the pool size, so a grid may stop it earlier). Each point has `requests`
     requests, or enough to last about `seconds` by the model (see `_requests_for`), and starts
     with `warmup` unmeasured requests (at most one per client), so the pool has connections and
-    the threads exist before the clock starts. `model` (from `calibrate`) is set to this grid's
-    pool size and thread limit and kept with it.
+    the threads exist before the clock starts (only in the first round: later rounds find them
+    ready). `model` (from `calibrate`) is set to this grid's pool size and thread limit and kept
+    with it.
 
     With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
     slices merged (`merge`): other programs on a shared machine then slow every setup alike,
@@ -567,7 +568,7 @@ async def run_grid(
         for latency in latencies_ms:
             app = create_app(database_url, threads=threads, latency_ms=latency, **engine_options)
             async with lab_client(app) as client:
-                for _round in range(rounds):
+                for round_ in range(rounds):
                     for setup in setups:
                         for c in per_setup[setup]:
                             if progress is not None:
@@ -579,7 +580,7 @@ async def run_grid(
                                     requests=slices[setup, c, latency],
                                     concurrency=c,
                                     app=app,
-                                    warmup=min(c, warmup),
+                                    warmup=min(c, warmup) if round_ == 0 else 0,
                                     health_every_s=health_every_s,
                                     progress=progress,
                                 )
