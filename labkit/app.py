@@ -22,6 +22,23 @@ from .seed import create_and_seed
 from .timing import ServerTimingMiddleware
 
 
+@asynccontextmanager
+async def thread_limit(threads: int | None) -> AsyncIterator[None]:
+    """Set AnyIO's default thread limiter (40) to `threads` for the block, then put it back.
+
+    The limiter caps how many ``def`` routes and sync dependencies run at once. It belongs to
+    the event loop, and a notebook's loop outlives any one app, hence the restoring.
+    """
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    default_threads = limiter.total_tokens
+    if threads is not None:
+        limiter.total_tokens = threads
+    try:
+        yield
+    finally:
+        limiter.total_tokens = default_threads
+
+
 def create_app(
     database_url: str | URL | None = None, *, threads: int | None = None, **engine_options: Any
 ) -> FastAPI:
@@ -35,9 +52,8 @@ def create_app(
     would; the async routes have their own engine on the async driver. Tables are created
     and seeded when the app starts (its lifespan), and both engines disposed when it stops.
 
-    `threads` sets the size of AnyIO's default thread limiter (40), which caps how many ``def``
-    routes and sync dependencies run at once, for as long as the app runs; the old size is put
-    back when it stops, because a notebook's event loop outlives the app.
+    `threads` sets the size of AnyIO's default thread limiter (40) for as long as the app runs
+    (see `thread_limit`).
 
     Every response carries a ``Server-Timing`` header: database time and total (labkit.timing).
     """
@@ -46,15 +62,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        default_threads = limiter.total_tokens
-        if threads is not None:
-            limiter.total_tokens = threads
         create_and_seed(sync_db.engine)
         try:
-            yield
+            async with thread_limit(threads):
+                yield
         finally:
-            limiter.total_tokens = default_threads
             sync_db.dispose()
             await async_db.dispose()
 

@@ -1,4 +1,4 @@
-"""Two small apps for lessons the lab's main app does not serve, built on the lab's sync setup.
+"""Small apps for lessons the lab's main app does not serve, built on the lab's sync setup.
 
 - `commit_after_yield_app`: the session dependency commits after its ``yield`` instead of the
   route committing. FastAPI (0.165, the pinned version) runs a ``yield`` dependency's exit code
@@ -9,12 +9,17 @@
 - `author_listing_app`: users with their posts' titles, loaded lazily (one more query per user:
   the N+1 problem) or with ``selectinload`` (one more query in all), to time the difference
   through an app rather than in a bare session.
+- `connection_release_app`: the threadpool setup's read route as the main app has it (the
+  session, and its pooled connection, closed by the dependency after the response), beside one
+  that closes the session before it returns. FastAPI validates a ``def`` route's answer in a
+  worker thread, so the first can run out of threads while holding every connection.
 
 Route-building modules do not use ``from __future__ import annotations``: FastAPI must resolve
 the closures' ``Annotated`` dependencies at runtime.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -25,8 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .app import thread_limit
 from .database import SyncDatabase
-from .models import User, UserCreate
+from .errors import add_error_handlers
+from .models import User, UserCreate, UserOut
+from .routes import threadpool
+from .routes.common import UserId, user_not_found
 
 
 @dataclass
@@ -161,5 +170,40 @@ def author_listing_app(database: SyncDatabase) -> FastAPI:
     def selectin_authors(db: DbSession, limit: Limit = 20) -> list[AuthorOut]:
         """One query for the users, one ``... WHERE author_id IN (...)`` for all their posts."""
         return _authors(db, _first_users(limit).options(selectinload(User.posts)))
+
+    return app
+
+
+def connection_release_app(database: SyncDatabase, *, threads: int | None = None) -> FastAPI:
+    """The main app's threadpool routes (``/threadpool/...``) and ``GET /released/users/{id}``.
+
+    Both reads go through the ``get_db`` dependency, on one pool. ``/threadpool/users/{id}``
+    returns and leaves the closing to the dependency, which FastAPI runs after the response, so
+    the connection stays checked out while FastAPI validates the answer in a worker thread.
+    ``/released/users/{id}`` closes the session once the answer is built, so the connection is
+    back in the pool before that second trip to the threadpool. `threads` sets AnyIO's thread
+    limiter while the app runs; an exhausted pool answers 503, as in the main app. The caller
+    creates the tables and disposes `database`.
+    """
+    DbSession = Annotated[Session, Depends(database.get_db)]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with thread_limit(threads):
+            yield
+
+    app = FastAPI(title="When a connection goes back to the pool", lifespan=lifespan)
+    add_error_handlers(app)
+
+    app.include_router(threadpool.make_router(database))
+
+    @app.get("/released/users/{user_id}")
+    def read_user_released(user_id: UserId, db: DbSession) -> UserOut:
+        user = db.get(User, user_id)
+        if user is None:
+            raise user_not_found(f"no user with id {user_id}")
+        answer = UserOut.model_validate(user)
+        db.close()  # the connection goes back now, not after the response
+        return answer
 
     return app

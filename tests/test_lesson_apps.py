@@ -1,4 +1,5 @@
-"""The lesson apps: where a commit after ``yield`` fails, and what lazy loading costs a listing."""
+"""The lesson apps: where a commit after ``yield`` fails, what lazy loading costs a listing, and
+when a ``def`` route's connection goes back to the pool."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
 from labkit import SyncDatabase, User, capture_sql, lab_client
-from labkit.lesson_apps import Timeline, author_listing_app, commit_after_yield_app
+from labkit.lesson_apps import (
+    Timeline,
+    author_listing_app,
+    commit_after_yield_app,
+    connection_release_app,
+)
+from labkit.load import run_load
+from labkit.probes import collect_log
 from labkit.seed import create_and_seed
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +86,41 @@ async def test_lazy_listing_sends_one_query_per_author_and_selectin_two(database
     assert lazy_response.json() == eager_response.json()
     assert [author["id"] for author in lazy_response.json()] == list(range(1, 8))
     assert database.ledger.open == 0
+
+
+THREADS, POOL = 4, 2
+
+
+@pytest.fixture
+def small_pool(db_url: URL) -> Iterator[SyncDatabase]:
+    """A pool of 2 that gives up after half a second, and 10 ms per statement."""
+    database = SyncDatabase.create(
+        db_url, latency_ms=10, pool_size=POOL, max_overflow=0, pool_timeout=0.5
+    )
+    create_and_seed(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("path", "clients", "fails"),
+    [
+        ("/threadpool/users/{id}", THREADS + POOL - 1, False),  # one short of stuck: never
+        ("/threadpool/users/{id}", THREADS + POOL + 2, True),  # every connection held, waiting
+        ("/released/users/{id}", 3 * (THREADS + POOL), False),  # nothing held while waiting
+    ],
+)
+async def test_def_route_deadlocks_from_threads_plus_pool_clients_unless_it_releases_first(
+    small_pool, path: str, clients: int, fails: bool
+) -> None:
+    app = connection_release_app(small_pool, threads=THREADS)
+    with collect_log("labkit.errors") as complaints:
+        async with lab_client(app) as client:
+            result = await run_load(client, path, requests=60, concurrency=clients)
+    assert (result.failed > 0) is fails
+    assert set(result.statuses) == ({200, 503} if fails else {200})
+    assert {r.getMessage() for r in complaints} == (
+        {"no pooled connection: TimeoutError"} if fails else set()
+    )
+    assert small_pool.ledger.open == 0
+    assert small_pool.engine.pool.checkedout() == 0
