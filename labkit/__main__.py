@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, make_url
 
 from .app import create_app
 from .load import calibrate, run_grid, run_load
+from .model import ANYIO_THREADS
 from .progress import auto_progress
 from .routes import SETUPS
 from .served import LOOPBACK
@@ -124,7 +125,7 @@ def _peak_rss_mb() -> float:
 
 async def bench(args: argparse.Namespace) -> int:
     # Sized to the largest concurrency unless told otherwise: with SQLAlchemy's 5 + 10, the
-    # blocking setup deadlocks above 15 clients (notebook 04 shows why).
+    # blocking setup deadlocks above 15 clients, the threadpool setup from 55 (notebook 04).
     largest = max(args.concurrency)
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
     pool = options["pool_size"] + options["max_overflow"]
@@ -132,13 +133,21 @@ async def bench(args: argparse.Namespace) -> int:
     out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
     print(
         f"database {_describe(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
-        f"threads {args.threads or 40}, {args.requests} requests per point",
+        f"threads {args.threads or ANYIO_THREADS}, {args.requests} requests per point",
         file=out,
     )
+    threads = args.threads or ANYIO_THREADS
+    stall = f"each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503"
     if "blocking" in args.setups and largest > pool:
         print(
             f"note: blocking with C={largest} > pool {pool} can deadlock the event loop inside "
-            f"the pool; each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503",
+            f"the pool; {stall}",
+            file=sys.stderr,
+        )
+    if "threadpool" in args.setups and largest >= threads + pool:
+        print(
+            f"note: threadpool with C={largest} >= threads {threads} + pool {pool} can deadlock "
+            f"(answers wait for a thread while holding every connection); {stall}",
             file=sys.stderr,
         )
     modelled = [] if args.no_model else [s for s in args.setups if s in SETUPS]

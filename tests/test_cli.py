@@ -113,3 +113,17 @@ def test_terminal_progress_redraws_one_line_and_ends_it() -> None:
     text = stream.getvalue()
     assert text.startswith("\r[") and text.endswith("\n")
     assert "4/4 requests" in text.splitlines()[-1].split("\r")[-1]
+
+
+def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "bench", "--setups", "threadpool", "--concurrency", "2,3", "--latency", "5",
+            "--requests", "6", "--pool-size", "1", "--max-overflow", "0", "--pool-timeout", "0.3",
+            "--threads", "2", "--database", f"sqlite:///{tmp_path / 'bench.db'}", "--no-model",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "threadpool with C=3 >= threads 2 + pool 1 can deadlock" in err
+    assert "blocking" not in err
