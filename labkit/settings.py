@@ -18,9 +18,12 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 DEFAULT_SQLITE_FILE = DATA_DIR / "lab.db"
 
-# The driver each setup uses, by database.
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+# The driver each setup uses, by database. The async setup's first driver is the default.
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+_ASYNC_DRIVERS = {
+    "sqlite": ("sqlite+aiosqlite",),
+    "postgresql": ("postgresql+asyncpg", "postgresql+psycopg_async"),
+}
 
 
 def sqlite_url(path: Path | str) -> URL:
@@ -40,6 +43,12 @@ def fresh_sqlite_url(name: str) -> URL:
     return sqlite_url(path)
 
 
+def configured_url(url: str | URL | None) -> URL:
+    """The argument, else `DATABASE_URL`, else the default SQLite file, with the driver it names."""
+    raw = url if url is not None else os.environ.get("DATABASE_URL")
+    return make_url(raw) if raw is not None else sqlite_url(DEFAULT_SQLITE_FILE)
+
+
 def database_url(url: str | URL | None = None) -> URL:
     """The sync URL to use: the argument, else `DATABASE_URL`, else the default SQLite file.
 
@@ -47,8 +56,7 @@ def database_url(url: str | URL | None = None) -> URL:
     PostgreSQL), whatever the URL names: one variable serves both setups, so
     ``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...`` work as well.
     """
-    raw = url if url is not None else os.environ.get("DATABASE_URL")
-    parsed = make_url(raw) if raw is not None else sqlite_url(DEFAULT_SQLITE_FILE)
+    parsed = configured_url(url)
     backend = parsed.get_backend_name()
     if backend not in _SYNC_DRIVERS:
         raise ValueError(
@@ -59,9 +67,15 @@ def database_url(url: str | URL | None = None) -> URL:
 
 
 def async_url(url: str | URL | None = None) -> URL:
-    """The same database as :func:`database_url`, through its asyncio driver."""
-    sync = database_url(url)
-    return sync.set(drivername=_ASYNC_DRIVERS[sync.get_backend_name()])
+    """The same database as :func:`database_url`, through its asyncio driver.
+
+    That is aiosqlite, or asyncpg for PostgreSQL, unless the URL names psycopg 3's own async
+    mode (``postgresql+psycopg_async://``): then the async setup uses that.
+    """
+    given = configured_url(url)
+    sync = database_url(given)
+    drivers = _ASYNC_DRIVERS[sync.get_backend_name()]
+    return sync.set(drivername=given.drivername if given.drivername in drivers else drivers[0])
 
 
 def safe_url(url: str | URL) -> str:

@@ -61,6 +61,24 @@ async def test_the_app_on_postgres_uses_psycopg_and_asyncpg_and_waits_in_pg_slee
     assert bodies[0] == bodies[1] == bodies[2]
 
 
+@pytest.mark.anyio
+async def test_a_url_naming_psycopg_async_gives_the_async_setup_psycopg_instead_of_asyncpg(
+    postgres_url,
+) -> None:
+    app = create_app(postgres_url.set(drivername="postgresql+psycopg_async"), latency_ms=20)
+    assert app.state.sync_db.engine.dialect.driver == "psycopg"
+    assert app.state.async_db.engine.dialect.driver == "psycopg"
+    assert app.state.async_db.engine.dialect.is_async
+    async with lab_client(app) as client:
+        start = time.perf_counter()
+        found = await client.get("/async/users/9")
+        waited = time.perf_counter() - start
+        missing = await client.get("/async/users/999999")
+    assert found.json()["email"] == "user0009@example.com" and waited >= 0.020
+    assert missing.status_code == 404
+    assert app.state.async_db.ledger.open == 0
+
+
 def test_an_unreachable_database_url_is_reported_without_its_password(monkeypatch) -> None:
     monkeypatch.setattr("labkit.postgres._found", None)
     monkeypatch.setenv("DATABASE_URL", "postgresql://lab:hunter2-secret@127.0.0.1:1/lab")

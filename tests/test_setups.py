@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from labkit import lab_client
 from labkit.probes import health_during
 from labkit.routes import SETUPS
+from labkit.settings import async_url, database_url
 
 pytestmark = pytest.mark.anyio
 
@@ -140,3 +141,21 @@ async def test_blocking_setup_holds_up_health_and_the_others_do_not(make_app) ->
     assert waits["blocking"].held_up > 0.5
     for setup in ("threadpool", "async"):
         assert waits[setup].held_up < 0.25, (setup, waits[setup])
+
+
+@pytest.mark.parametrize(
+    ("given", "sync_driver", "async_driver"),
+    [
+        ("sqlite:///data/x.db", "sqlite", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///data/x.db", "sqlite", "sqlite+aiosqlite"),
+        ("postgresql://lab@db/lab", "postgresql+psycopg", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://lab@db/lab", "postgresql+psycopg", "postgresql+asyncpg"),
+        ("postgresql+psycopg_async://lab@db/lab", "postgresql+psycopg", "postgresql+psycopg_async"),
+    ],
+)
+def test_one_url_gives_both_setups_their_driver(
+    given: str, sync_driver: str, async_driver: str
+) -> None:
+    assert database_url(given).drivername == sync_driver
+    assert async_url(given).drivername == async_driver
+    assert async_url(given).database == database_url(given).database
