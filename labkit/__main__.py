@@ -130,13 +130,13 @@ async def bench(args: argparse.Namespace) -> int:
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
     pool = options["pool_size"] + options["max_overflow"]
     url = args.database or fresh_sqlite_url("bench")
+    threads = args.threads or ANYIO_THREADS
     out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
     print(
         f"database {_describe(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
-        f"threads {args.threads or ANYIO_THREADS}, {args.requests} requests per point",
+        f"threads {threads}, {args.requests} requests per point",
         file=out,
     )
-    threads = args.threads or ANYIO_THREADS
     stall = f"each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503"
     if "blocking" in args.setups and largest > pool:
         print(

@@ -17,11 +17,12 @@ import asyncio
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -40,6 +41,9 @@ from .routes import SETUPS
 from .seed import seed_users
 from .table import Table
 from .timing import HEADER, parse_server_timing
+
+Key = TypeVar("Key", bound=Hashable)
+"""What names a run in `take_turns`: a grid point, a driver's name, ..."""
 
 
 def route_for(setup: str) -> Callable[[int], str]:
@@ -539,8 +543,7 @@ async def run_grid(
     with it.
 
     With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
-    slices merged (`merge`): other programs on a shared machine then slow every setup alike,
-    instead of whichever happened to run during a busy second.
+    slices merged (see `take_turns`).
     """
     per_setup = (
         {s: list(concurrencies[s]) for s in setups}
@@ -563,33 +566,56 @@ async def run_grid(
     slices = {point: -(-n // rounds) for point, n in counts.items()}  # requests per round
     if progress is not None:
         progress.start(sum(slices.values()) * rounds)
-    runs: dict[tuple[str, int, float], list[LoadResult]] = {point: [] for point in counts}
+
+    async def one_slice(
+        client: httpx.AsyncClient, app: FastAPI, point: tuple[str, int, float], round_: int
+    ) -> LoadResult:
+        setup, c, latency = point
+        if progress is not None:
+            progress.describe(f"{setup} C={c} L={latency:g} ms")
+        return await run_load(
+            client,
+            setup,
+            requests=slices[point],
+            concurrency=c,
+            app=app,
+            warmup=min(c, warmup) if round_ == 0 else 0,
+            health_every_s=health_every_s,
+            progress=progress,
+        )
+
+    merged: dict[tuple[str, int, float], LoadResult] = {}
     try:
         for latency in latencies_ms:
             app = create_app(database_url, threads=threads, latency_ms=latency, **engine_options)
             async with lab_client(app) as client:
-                for round_ in range(rounds):
-                    for setup in setups:
-                        for c in per_setup[setup]:
-                            if progress is not None:
-                                progress.describe(f"{setup} C={c} L={latency:g} ms")
-                            runs[setup, c, latency].append(
-                                await run_load(
-                                    client,
-                                    setup,
-                                    requests=slices[setup, c, latency],
-                                    concurrency=c,
-                                    app=app,
-                                    warmup=min(c, warmup) if round_ == 0 else 0,
-                                    health_every_s=health_every_s,
-                                    progress=progress,
-                                )
-                            )
+                slice_of = {
+                    point: partial(one_slice, client, app, point)
+                    for point in counts
+                    if point[2] == latency
+                }
+                merged.update(await take_turns(slice_of, rounds))
     finally:
         if progress is not None:
             progress.close()
-    grid.results = [merge(point_runs) for point_runs in runs.values()]
+    grid.results = list(merged.values())
     return grid
+
+
+async def take_turns(
+    runs: Mapping[Key, Callable[[int], Awaitable[LoadResult]]], rounds: int
+) -> dict[Key, LoadResult]:
+    """Run each of `runs` in `rounds` slices, taking turns, and merge each one's slices.
+
+    Each callable is given the round's number (0 first), so it can warm up in the first round
+    only. Taking turns means other programs on a shared machine slow every run alike, instead
+    of whichever happened to run during a busy second.
+    """
+    slices: dict[Key, list[LoadResult]] = {key: [] for key in runs}
+    for round_ in range(rounds):
+        for key, run in runs.items():
+            slices[key].append(await run(round_))
+    return {key: merge(parts) for key, parts in slices.items()}
 
 
 def merge(runs: Sequence[LoadResult]) -> LoadResult:
@@ -661,4 +687,5 @@ __all__ = [
     "route_for",
     "run_grid",
     "run_load",
+    "take_turns",
 ]
