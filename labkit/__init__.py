@@ -1,23 +1,38 @@
-"""labkit: the session lab's app, setups and measuring tools, imported by every notebook."""
+"""labkit: the session lab's app and its instruments, imported by every notebook.
 
-from .app import create_app
+- `labkit.shop`: the learner's app, as a FastAPI project writes it;
+- `labkit.instruments`: what the lab attaches to an app from outside (session ledger, simulated
+  latency, ``Server-Timing``, loop-lag, pool and thread probes);
+- `labkit.instrumented`: the learner's app with the instruments on (`create_app`), and the
+  small apps of single lessons;
+- `labkit.experiments`: the load driver, the grid, the throughput model, the ceilings, `probe`;
+- `labkit.display`: tables, plots and progress bars for the experiments' results;
+- `labkit.servers`: PostgreSQL servers and uvicorn processes.
+"""
+
 from .client import lab_client
-from .database import AsyncDatabase, EngineOptions, LabSession, SessionLedger, SyncDatabase
-from .load import Grid, LoadResult, calibrate, run_grid, run_load
-from .model import ThroughputModel
-from .models import Base, Post, User, UserCreate, UserOut
+from .experiments.grid import Grid, calibrate, run_grid
+from .experiments.load import LoadResult, run_load
+from .experiments.model import ThroughputModel
+from .experiments.setups import SETUPS, Setup
+from .instrumented.app import create_app
+from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
+from .instruments.ledger import LedgerSession, SessionLedger
+from .instruments.sqllog import StatementLog, capture_sql
 from .settings import async_url, database_url, fresh_sqlite_url, safe_url, sqlite_url
-from .sqllog import StatementLog, capture_sql
+from .shop.models import Base, Post, User, UserCreate, UserOut
 
 __all__ = [
+    "SETUPS",
     "AsyncDatabase",
     "Base",
     "EngineOptions",
     "Grid",
-    "LabSession",
+    "LedgerSession",
     "LoadResult",
     "Post",
     "SessionLedger",
+    "Setup",
     "StatementLog",
     "SyncDatabase",
     "ThroughputModel",

@@ -24,12 +24,15 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.engine import URL, make_url
 
-from .app import create_app
-from .load import calibrate, run_grid, run_load
-from .model import ANYIO_THREADS
-from .progress import auto_progress
-from .routes import SETUPS
-from .served import LOOPBACK
+from .display.progress import auto_progress
+from .display.table import table
+from .experiments.grid import calibrate, run_grid
+from .experiments.load import run_load
+from .experiments.model import ANYIO_THREADS
+from .experiments.setups import SETUPS
+from .instrumented.app import create_app
+from .instrumented.databases import EngineOptions
+from .servers.uvicorn import LOOPBACK
 from .settings import fresh_sqlite_url, safe_url
 
 
@@ -101,12 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine_options(args: argparse.Namespace, default_pool: int, default_overflow: int) -> dict:
-    return {
-        "pool_size": default_pool if args.pool_size is None else args.pool_size,
-        "max_overflow": default_overflow if args.max_overflow is None else args.max_overflow,
-        "pool_timeout": args.pool_timeout,
-    }
+def _engine_options(
+    args: argparse.Namespace, default_pool: int, default_overflow: int, latency_ms: float = 0.0
+) -> EngineOptions:
+    return EngineOptions(
+        latency_ms=latency_ms,
+        pool_size=default_pool if args.pool_size is None else args.pool_size,
+        max_overflow=default_overflow if args.max_overflow is None else args.max_overflow,
+        pool_timeout=args.pool_timeout,
+    )
 
 
 def _describe(url: str | URL) -> str:
@@ -128,12 +134,12 @@ async def bench(args: argparse.Namespace) -> int:
     # blocking setup deadlocks above 15 clients, the threadpool setup from 55 (notebook 04).
     largest = max(args.concurrency)
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
-    pool = options["pool_size"] + options["max_overflow"]
+    pool = options.pool
     url = args.database or fresh_sqlite_url("bench")
     threads = args.threads or ANYIO_THREADS
     out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
     print(
-        f"database {_describe(url)}, pool {options['pool_size']} + {options['max_overflow']}, "
+        f"database {_describe(url)}, pool {options.pool_size} + {options.max_overflow}, "
         f"threads {threads}, {args.requests} requests per point",
         file=out,
     )
@@ -151,7 +157,7 @@ async def bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     modelled = [] if args.no_model else [s for s in args.setups if s in SETUPS]
-    model = await calibrate(url, modelled, **options) if modelled else None
+    model = await calibrate(url, modelled, options=options) if modelled else None
     if model is not None:
         cpu = ", ".join(f"{s} {v * 1000:.2f} ms" for s, v in model.cpu_s.items())
         print(f"CPU per request s (L=0, C=1): {cpu}", file=out)
@@ -165,7 +171,7 @@ async def bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         health_every_s=args.health_every / 1000 if args.health_every else None,
         progress=auto_progress(),
-        **options,
+        options=options,
     )
     columns = ["setup", "C", "L_ms", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms"]
     if args.health_every:
@@ -173,16 +179,18 @@ async def bench(args: argparse.Namespace) -> int:
     columns += ["peak_conns", "new_conns", "peak_threads"]
     if model is not None:
         columns += ["model_rps", "vs_model", "limit"]
-    print(grid.table(columns), file=out)
+    print(table(grid, columns), file=out)
     if args.csv:
-        grid.to_csv(sys.stdout if args.csv == "-" else args.csv)
+        table(grid).to_csv(sys.stdout if args.csv == "-" else args.csv)
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig = grid.plot()
+        from .display.plots import plot_throughput  # matplotlib only when a plot is asked for
+
+        fig = plot_throughput(grid)
         fig.savefig(args.plot, dpi=100)
         plt.close(fig)
         print(f"plot saved to {args.plot}", file=out)
@@ -193,8 +201,8 @@ async def bench(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    options = _engine_options(args, 5, 10)
-    app = create_app(args.database, threads=args.threads, latency_ms=args.latency, **options)
+    options = _engine_options(args, 5, 10, latency_ms=args.latency)
+    app = create_app(args.database, options, threads=args.threads)
     print(f"serving the lab on http://{LOOPBACK}:{args.port} (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
     return 0
@@ -224,9 +232,9 @@ async def drive(args: argparse.Namespace) -> int:
             warmup=min(args.concurrency, 10),
         )
     if args.csv:
-        result.to_csv(sys.stdout if args.csv == "-" else args.csv)
+        table(result).to_csv(sys.stdout if args.csv == "-" else args.csv)
     else:
-        print(result.table(["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"]))
+        print(table(result, ["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"]))
     return 0
 
 

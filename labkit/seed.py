@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from .models import Base, Post, User
 from .settings import DATA_DIR
+from .shop.models import Base, Post, User
 
 
 @cache

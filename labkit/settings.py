@@ -1,29 +1,31 @@
-"""Where the lab's database lives: one environment variable, read in one place.
+"""Where the lab's databases live, and the one way it prints a URL.
 
-`DATABASE_URL` names the database the way a real FastAPI app is configured. When it is unset the
-lab uses an SQLite file under ``data/``, so everything runs on a fresh machine with no server.
-The async setup needs an async driver, so its URL is derived from the same variable instead of
-being configured twice (and drifting apart).
+`DATABASE_URL` is read by the learner's app (labkit.shop.config), whose rules the lab reuses:
+one variable, the sync and async drivers derived from it. Here: the lab's data folder, fresh
+SQLite files for one notebook or experiment each, and `safe_url`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from .shop.config import DEFAULT_SQLITE_FILE, async_url, configured_url, database_url
+
+DATA_DIR = DEFAULT_SQLITE_FILE.parent
 """The lab's data folder: the seed CSV files (committed) and SQLite files (created on demand)."""
 
-DEFAULT_SQLITE_FILE = DATA_DIR / "lab.db"
-
-# The driver each setup uses, by database. The async setup's first driver is the default.
-_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
-_ASYNC_DRIVERS = {
-    "sqlite": ("sqlite+aiosqlite",),
-    "postgresql": ("postgresql+asyncpg", "postgresql+psycopg_async"),
-}
+__all__ = [
+    "DATA_DIR",
+    "async_url",
+    "configured_url",
+    "database_url",
+    "ensure_sqlite_dir",
+    "fresh_sqlite_url",
+    "safe_url",
+    "sqlite_url",
+]
 
 
 def sqlite_url(path: Path | str) -> URL:
@@ -41,41 +43,6 @@ def fresh_sqlite_url(name: str) -> URL:
     for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)
     return sqlite_url(path)
-
-
-def configured_url(url: str | URL | None) -> URL:
-    """The argument, else `DATABASE_URL`, else the default SQLite file, with the driver it names."""
-    raw = url if url is not None else os.environ.get("DATABASE_URL")
-    return make_url(raw) if raw is not None else sqlite_url(DEFAULT_SQLITE_FILE)
-
-
-def database_url(url: str | URL | None = None) -> URL:
-    """The sync URL to use: the argument, else `DATABASE_URL`, else the default SQLite file.
-
-    The driver is always the lab's sync driver for that database (sqlite3, or psycopg 3 for
-    PostgreSQL), whatever the URL names: one variable serves both setups, so
-    ``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...`` work as well.
-    """
-    parsed = configured_url(url)
-    backend = parsed.get_backend_name()
-    if backend not in _SYNC_DRIVERS:
-        raise ValueError(
-            f"the lab supports SQLite and PostgreSQL, not {backend!r} "
-            f"(DATABASE_URL={safe_url(parsed)})"
-        )
-    return parsed.set(drivername=_SYNC_DRIVERS[backend])
-
-
-def async_url(url: str | URL | None = None) -> URL:
-    """The same database as :func:`database_url`, through its asyncio driver.
-
-    That is aiosqlite, or asyncpg for PostgreSQL, unless the URL names psycopg 3's own async
-    mode (``postgresql+psycopg_async://``): then the async setup uses that.
-    """
-    given = configured_url(url)
-    sync = database_url(given)
-    drivers = _ASYNC_DRIVERS[sync.get_backend_name()]
-    return sync.set(drivername=given.drivername if given.drivername in drivers else drivers[0])
 
 
 def safe_url(url: str | URL) -> str:

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from scratch_postgres import REQUIRE_POSTGRES, postgres_or_skip, scratch_postgres_database
 from sqlalchemy.engine import URL, make_url
 
-from labkit import create_app, lab_client, sqlite_url
-from labkit.postgres import NoPostgres, PostgresServer, find_server
+from labkit import EngineOptions, create_app, lab_client, sqlite_url
+from labkit.servers.postgres import NoPostgres, PostgresServer, find_server
 
 
 @pytest.fixture
@@ -53,10 +53,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
 
 @pytest.fixture
 def make_app(db_url: URL) -> Callable[..., FastAPI]:
-    """`create_app` on the test's database, with options to vary."""
+    """`create_app` on the test's database, with engine options (and ``threads``) to vary."""
 
-    def make(**options: Any) -> FastAPI:
-        return create_app(db_url, **options)
+    def make(*, threads: int | None = None, **options: Any) -> FastAPI:
+        return create_app(db_url, EngineOptions(**options), threads=threads)
 
     return make
 

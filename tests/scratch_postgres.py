@@ -1,5 +1,5 @@
 """PostgreSQL for the tests: the lab's server or a skip (a failure under LAB_REQUIRE_POSTGRES),
-and databases of a test's own on it. Built on `labkit.postgres`, which the notebooks use too.
+and databases of a test's own on it. Built on `labkit.servers.postgres`, as the notebooks are.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import pytest
 from sqlalchemy.engine import URL
 
 from labkit import sqlite_url
-from labkit.postgres import NoPostgres, PostgresServer, find_server, run_admin, scratch_database
+from labkit.servers.postgres import (
+    NoPostgres,
+    PostgresServer,
+    find_server,
+    run_admin,
+    scratch_database,
+)
 
 REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
 """Set (as CI does) so a missing PostgreSQL server fails the tests that need it, not skips them."""

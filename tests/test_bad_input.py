@@ -24,11 +24,9 @@ from hypothesis import strategies as st
 from scratch_postgres import BACKENDS, database_of_own
 from sqlalchemy.engine import URL
 
-from labkit import create_app, lab_client
-from labkit.models import EMAIL_MAX, NAME_MAX
-from labkit.routes import SETUPS
-from labkit.routes.common import MAX_ID
+from labkit import SETUPS, create_app, lab_client
 from labkit.seed import seed_users
+from labkit.shop.models import EMAIL_MAX, MAX_ID, NAME_MAX
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from labkit import AsyncDatabase, SyncDatabase, sqlite_url
-from labkit.ceilings import (
+from labkit.experiments.ceilings import (
     async_session_gets,
     connection_costs,
     raw_sqlite_lookups,

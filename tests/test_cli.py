@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from labkit.__main__ import is_loopback, main
-from labkit.progress import TerminalProgress
-from labkit.served import drive_elsewhere, served
+from labkit.display.progress import TerminalProgress
+from labkit.servers.uvicorn import drive_elsewhere, served
 
 
 def test_bench_prints_a_table_and_writes_csv_and_plot(tmp_path: Path, capsys) -> None:

@@ -17,9 +17,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
-from labkit import User, create_app, lab_client, sqlite_url
-from labkit.database import SQLITE_BUSY_TIMEOUT_MS
-from labkit.routes import SETUPS
+from labkit import SETUPS, EngineOptions, User, create_app, lab_client, sqlite_url
+from labkit.shop.database import SQLITE_BUSY_TIMEOUT_MS
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +32,7 @@ RUN_BUDGET_S = 30.0
 
 
 def make_app(tmp_path: Path) -> FastAPI:
-    return create_app(sqlite_url(tmp_path / "lab.db"), pool_timeout=POOL_TIMEOUT_S)
+    return create_app(sqlite_url(tmp_path / "lab.db"), EngineOptions(pool_timeout=POOL_TIMEOUT_S))
 
 
 async def post_concurrently(
@@ -114,7 +113,7 @@ async def test_without_busy_timeout_writers_get_a_retryable_503_and_nothing_is_l
 ) -> None:
     """The blocking setup is left out: it writes on the one event-loop thread, one request at a
     time, so its writers never meet at the lock (the same reason it is slow)."""
-    monkeypatch.setattr("labkit.database.SQLITE_BUSY_TIMEOUT_MS", 0)
+    monkeypatch.setattr("labkit.shop.database.SQLITE_BUSY_TIMEOUT_MS", 0)
     app = make_app(tmp_path)
     async with lab_client(app) as client:
         responses = await post_concurrently(client, setup, CONCURRENT_POSTS // 2)

@@ -24,10 +24,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from labkit import create_app, lab_client, sqlite_url
+from labkit import SETUPS, EngineOptions, create_app, lab_client, sqlite_url
 from labkit.client import BASE_URL
-from labkit.database import SQLITE_BUSY_TIMEOUT_MS
-from labkit.routes import SETUPS
+from labkit.shop.database import SQLITE_BUSY_TIMEOUT_MS
 
 pytestmark = pytest.mark.anyio
 
@@ -129,7 +128,7 @@ async def test_no_server_listening_gives_fast_503_from_every_setup() -> None:
     """Nothing listens on port 1. asyncpg reports that as a bare `ConnectionRefusedError`,
     psycopg as an `OperationalError`; both are the same outage to a client. (No lifespan: the
     app could not create its tables, so the client talks to the routes directly.)"""
-    app = create_app("postgresql://lab@127.0.0.1:1/lab", pool_timeout=FAST_S)
+    app = create_app("postgresql://lab@127.0.0.1:1/lab", EngineOptions(pool_timeout=FAST_S))
     add_eager_routes(app)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
@@ -185,7 +184,7 @@ async def test_after_a_server_restart_pre_ping_spares_the_first_request(
     """Connections cut while the app is idle (a restart) sit dead in the pool. Without
     ``pool_pre_ping`` the first request on each engine meets one, answers 503, and SQLAlchemy
     replaces the whole pool; with it, the check at checkout replaces the dead connection first."""
-    app = create_app(postgres_url, pool_pre_ping=pre_ping)
+    app = create_app(postgres_url, EngineOptions(pool_pre_ping=pre_ping))
     add_eager_routes(app)
     async with lab_client(app) as client:
         assert_all_served(await answers(client))

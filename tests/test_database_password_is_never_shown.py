@@ -22,9 +22,8 @@ from scratch_postgres import scratch_postgres_database
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
-from labkit import create_app, database_url, lab_client, safe_url
+from labkit import SETUPS, EngineOptions, create_app, database_url, lab_client, safe_url
 from labkit.client import BASE_URL
-from labkit.routes import SETUPS
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +70,7 @@ async def test_password_absent_when_the_server_is_unreachable(
     url = f"postgresql://lab:{PASSWORD}@127.0.0.1:1/lab"
     if through_env:
         monkeypatch.setenv("DATABASE_URL", url)
-    app = create_app(None if through_env else url, echo=True, pool_timeout=2)
+    app = create_app(None if through_env else url, EngineOptions(echo=True, pool_timeout=2))
     shown = [*shown_by(app), safe_url(url), str(database_url(url))]
 
     transport = httpx.ASGITransport(app=app)  # no lifespan: it could not create the tables
@@ -112,7 +111,7 @@ def url_with_password() -> Iterator[URL]:
 async def test_password_absent_while_the_app_serves_and_fails(
     url_with_password: URL, everything_logged, capsys
 ) -> None:
-    app = create_app(url_with_password, echo=True)
+    app = create_app(url_with_password, EngineOptions(echo=True))
     shown = shown_by(app)
     async with lab_client(app) as client:
         for setup in SETUPS:

@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
-from labkit import SyncDatabase, User, capture_sql, lab_client
-from labkit.lesson_apps import (
+from labkit import EngineOptions, SyncDatabase, User, capture_sql, lab_client
+from labkit.experiments.load import run_load
+from labkit.instrumented.lessons import (
     Timeline,
     author_listing_app,
     commit_after_yield_app,
     connection_release_app,
 )
-from labkit.load import run_load
-from labkit.probes import collect_log
+from labkit.instruments.probes import collect_log
 from labkit.seed import create_and_seed
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +95,7 @@ THREADS, POOL = 4, 2
 def small_pool(db_url: URL) -> Iterator[SyncDatabase]:
     """A pool of 2 that gives up after half a second, and 10 ms per statement."""
     database = SyncDatabase.create(
-        db_url, latency_ms=10, pool_size=POOL, max_overflow=0, pool_timeout=0.5
+        db_url, EngineOptions(latency_ms=10, pool_size=POOL, max_overflow=0, pool_timeout=0.5)
     )
     create_and_seed(database.engine)
     yield database
@@ -114,7 +114,7 @@ async def test_def_route_deadlocks_from_threads_plus_pool_clients_unless_it_rele
     small_pool, path: str, clients: int, fails: bool
 ) -> None:
     app = connection_release_app(small_pool, threads=THREADS)
-    with collect_log("labkit.errors") as complaints:
+    with collect_log("labkit.shop.errors") as complaints:
         async with lab_client(app) as client:
             result = await run_load(client, path, requests=30, concurrency=clients)
     assert (result.failed > 0) is fails

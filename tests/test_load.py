@@ -11,18 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
-from labkit import lab_client
-from labkit.load import (
-    Grid,
-    LoadResult,
-    _percentile_ms,
-    calibrate,
-    route_for,
-    run_grid,
-    run_load,
-)
-from labkit.routes import SETUPS
-from labkit.timing import format_server_timing
+from labkit import SETUPS, EngineOptions, lab_client
+from labkit.display.table import table
+from labkit.experiments.grid import Grid, calibrate, run_grid
+from labkit.experiments.load import LoadResult, _percentile_ms, route_for, run_load
+from labkit.instruments.server_timing import format_server_timing
 
 pytestmark = pytest.mark.anyio
 
@@ -134,7 +127,7 @@ async def test_failures_are_counted_not_raised() -> None:
         busy = await run_load(client, "/busy/{id}", requests=5, concurrency=2)
     assert boom.errors == {"RuntimeError": 6}
     assert boom.ok == 0 and boom.failed == 6 and boom.throughput == 0
-    assert len(boom.latencies_s) == 0 and np.isnan(boom.p50_ms)
+    assert len(boom.response_times_s) == 0 and np.isnan(boom.p50_ms)
     assert busy.statuses == {503: 5} and busy.failed == 5
     assert busy.reasons == {"503 try later": 5}
 
@@ -150,11 +143,11 @@ async def test_server_timing_of_each_response_is_kept() -> None:
 async def test_result_renders_as_table_and_csv() -> None:
     async with client_for(fake_app(0.001, 0.001)) as client:
         result = await run_load(client, "/users/{id}", requests=10, concurrency=2)
-    assert "<table>" in result._repr_html_()
-    lines = str(result).splitlines()
+    assert "<table>" in table(result)._repr_html_()
+    lines = str(table(result)).splitlines()
     assert lines[0].split()[:3] == ["setup", "C", "L_ms"]
     buffer = io.StringIO()
-    result.to_csv(buffer)
+    table(result).to_csv(buffer)
     header, row = buffer.getvalue().splitlines()
     assert header.startswith("setup,C,L_ms,ok,failed,rps,")
     assert row.startswith("/users/{id},2,nan,10,0,")
@@ -221,8 +214,7 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
         seconds=0.05,
         least=5,
         model=model,
-        pool_size=3,
-        max_overflow=1,
+        options=EngineOptions(pool_size=3, max_overflow=1),
     )
     assert isinstance(grid, Grid) and len(grid) == 8
     assert grid.model is not None and grid.model.pool == 4
@@ -233,7 +225,7 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
     assert {row["limit"] for row in rows if row["setup"] != "health"} <= {"cpu", "clients"}
     assert all(set(row) == set(rows[0]) for row in rows)  # CSV columns line up
     buffer = io.StringIO()
-    grid.to_csv(buffer)
+    table(grid).to_csv(buffer)
     assert len(buffer.getvalue().splitlines()) == 9
 
 
@@ -244,7 +236,9 @@ async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:
     health, asynchronous = grid.results
     assert (health.setup, asynchronous.setup) == ("health", "async")
     assert (
-        asynchronous.requests == 9 and asynchronous.ok == 9 and len(asynchronous.latencies_s) == 9
+        asynchronous.requests == 9
+        and asynchronous.ok == 9
+        and len(asynchronous.response_times_s) == 9
     )
     assert asynchronous.engine is not None and asynchronous.engine.statements == 9
     assert asynchronous.throughput == pytest.approx(9 / asynchronous.elapsed_s)
@@ -263,12 +257,17 @@ async def test_grid_needs_either_requests_or_seconds(db_url) -> None:
 async def test_results_plot_themselves() -> None:
     import matplotlib.pyplot as plt
 
-    from labkit.plots import plot_health, plot_lag, plot_latency
+    from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_result
 
     async with client_for(fake_app(0.005, 0.02, block=True)) as client:
         result = await run_load(client, "/users/{id}", requests=20, concurrency=2)
-        result.health_s = result.latencies_s  # any series of waits will do for the drawing
-    figures = [result.plot(), plot_lag([result]), plot_latency([result]), plot_health([result])]
+        result.health_s = result.response_times_s  # any series of waits will do for the drawing
+    figures = [
+        plot_result(result),
+        plot_lag([result]),
+        plot_latency([result]),
+        plot_health([result]),
+    ]
     for figure in figures:
         for ax in figure.axes:
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()

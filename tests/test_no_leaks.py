@@ -30,8 +30,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from labkit import User, create_app, lab_client, sqlite_url
-from labkit.routes import SETUPS
+from labkit import SETUPS, EngineOptions, User, create_app, lab_client, sqlite_url
 
 pytestmark = pytest.mark.anyio
 
@@ -136,7 +135,7 @@ async def test_every_session_closes_and_every_connection_returns_after_failures(
     db_url: URL, setup: str, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)  # e.g. SQLAlchemy's pool failing a reset, asyncio losing a task
-    app = create_app(db_url, **ENGINE_OPTIONS)
+    app = create_app(db_url, EngineOptions(**ENGINE_OPTIONS))
     add_failing_routes(app)
     draw = random.Random(setup)  # varied moments, the same ones every run
     kinds = ["ok", "raise", "timeout", "cancel"] * (REQUESTS_PER_SETUP // 4)
@@ -173,7 +172,7 @@ async def test_a_request_cancelled_mid_query_closes_its_session_only_after_the_r
     first query waits. The session must stay open until the route is done with it; closed early
     (under a ``def`` route whose worker thread runs on), the route's second query would check out
     a connection that nothing gives back."""
-    app = create_app(sqlite_url(tmp_path / "lab.db"), latency_ms=50)
+    app = create_app(sqlite_url(tmp_path / "lab.db"), EngineOptions(latency_ms=50))
     add_failing_routes(app)
     async with lab_client(app) as client:
         request = asyncio.create_task(client.get(f"/{setup}/work"))

@@ -1,6 +1,6 @@
 """The lab on PostgreSQL: finding a server, databases of its own, both drivers, no secrets shown.
 
-These tests need a server (see `labkit.postgres.find_server`); where there is none they are
+These tests need a server (see `labkit.servers.postgres.find_server`); where there is none they are
 skipped with the reason, unless LAB_REQUIRE_POSTGRES is set, as in CI, which makes that a failure.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from labkit import create_app, lab_client
-from labkit.postgres import (
+from labkit import SETUPS, EngineOptions, create_app, lab_client
+from labkit.servers.postgres import (
     NoPostgres,
     PostgresServer,
     find_server,
@@ -25,7 +25,6 @@ from labkit.postgres import (
     scratch_database,
     start_throwaway_server,
 )
-from labkit.routes import SETUPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +46,7 @@ def test_a_scratch_database_is_new_and_is_dropped_afterwards(postgres_server) ->
 async def test_the_app_on_postgres_uses_psycopg_and_asyncpg_and_waits_in_pg_sleep(
     postgres_url,
 ) -> None:
-    app = create_app(postgres_url, latency_ms=20)
+    app = create_app(postgres_url, EngineOptions(latency_ms=20))
     assert app.state.sync_db.engine.dialect.driver == "psycopg"
     assert app.state.async_db.engine.dialect.driver == "asyncpg"
     async with lab_client(app) as client:
@@ -65,7 +64,9 @@ async def test_the_app_on_postgres_uses_psycopg_and_asyncpg_and_waits_in_pg_slee
 async def test_a_url_naming_psycopg_async_gives_the_async_setup_psycopg_instead_of_asyncpg(
     postgres_url,
 ) -> None:
-    app = create_app(postgres_url.set(drivername="postgresql+psycopg_async"), latency_ms=20)
+    app = create_app(
+        postgres_url.set(drivername="postgresql+psycopg_async"), EngineOptions(latency_ms=20)
+    )
     assert app.state.sync_db.engine.dialect.driver == "psycopg"
     assert app.state.async_db.engine.dialect.driver == "psycopg"
     assert app.state.async_db.engine.dialect.is_async
@@ -80,7 +81,7 @@ async def test_a_url_naming_psycopg_async_gives_the_async_setup_psycopg_instead_
 
 
 def test_an_unreachable_database_url_is_reported_without_its_password(monkeypatch) -> None:
-    monkeypatch.setattr("labkit.postgres._found", None)
+    monkeypatch.setattr("labkit.servers.postgres._found", None)
     monkeypatch.setenv("DATABASE_URL", "postgresql://lab:hunter2-secret@127.0.0.1:1/lab")
     with pytest.raises(NoPostgres) as caught:
         find_server()
@@ -127,7 +128,7 @@ def as_unprivileged_user(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
 
 THROWAWAY_CHECK = """
 import psycopg
-from labkit.postgres import postgres_binaries, start_throwaway_server
+from labkit.servers.postgres import postgres_binaries, start_throwaway_server
 server = start_throwaway_server(postgres_binaries())
 conninfo = server.url.set(drivername="postgresql").render_as_string(False)
 with psycopg.connect(conninfo) as conn:

@@ -10,8 +10,8 @@ import anyio.to_thread
 import pytest
 from sqlalchemy import text
 
-from labkit import SyncDatabase, lab_client
-from labkit.probes import (
+from labkit import EngineOptions, SyncDatabase, lab_client
+from labkit.instruments.probes import (
     LagProbe,
     ThreadGauge,
     catch_slow_callbacks,
@@ -48,7 +48,7 @@ async def test_lag_probe_does_not_swallow_its_callers_cancellation() -> None:
 
 
 def test_watch_engine_counts_statements_checkouts_and_overflow_churn(db_url) -> None:
-    database = SyncDatabase.create(db_url, pool_size=1, max_overflow=1)
+    database = SyncDatabase.create(db_url, EngineOptions(pool_size=1, max_overflow=1))
     create_and_seed(database.engine)
     with watch_engine(database.engine) as counts:
         with database.engine.connect() as first, database.engine.connect() as second:

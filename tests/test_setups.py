@@ -7,9 +7,8 @@ import time
 import pytest
 from fastapi import FastAPI
 
-from labkit import lab_client
-from labkit.probes import health_during
-from labkit.routes import SETUPS
+from labkit import SETUPS, lab_client
+from labkit.instruments.probes import health_during
 from labkit.settings import async_url, database_url
 
 pytestmark = pytest.mark.anyio

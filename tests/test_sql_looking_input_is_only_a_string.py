@@ -16,8 +16,7 @@ from scratch_postgres import BACKENDS, database_of_own
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import URL
 
-from labkit import User, capture_sql, create_app, lab_client
-from labkit.routes import SETUPS
+from labkit import SETUPS, User, capture_sql, create_app, lab_client
 
 pytestmark = pytest.mark.anyio
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import lab_client
-from labkit.routes import SETUPS
-from labkit.timing import format_server_timing, parse_server_timing
+from labkit import SETUPS, lab_client
+from labkit.instruments.server_timing import format_server_timing, parse_server_timing
 
 pytestmark = pytest.mark.anyio
 

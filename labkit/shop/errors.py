@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-log = logging.getLogger("labkit.errors")
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
 """What a 503 tells the client to wait before retrying."""
@@ -131,7 +131,7 @@ async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Install the lab's answers for invalid requests (422) and database outages (503)."""
+    """Answer invalid requests with a renderable 422 and database outages with a 503."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(PoolTimeoutError, _pool_timeout)
     app.add_exception_handler(DBAPIError, _database_error)

@@ -13,18 +13,19 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .load import Grid, LoadResult, by_setup
+from ..experiments.grid import Grid
+from ..experiments.load import LoadResult, by_setup
+from ..experiments.setups import setup_named
 
-COLOURS = {
-    "blocking": "tab:red",
-    "threadpool": "tab:blue",
-    "async": "tab:green",
-    "health": "tab:gray",
-}
+OTHER_COLOURS = {"health": "tab:gray"}
 
 
 def colour(setup: str) -> str:
-    return COLOURS.get(setup, "tab:purple")
+    """A setup's colour (labkit.experiments.setups); ``/health`` grey, any other path purple."""
+    try:
+        return setup_named(setup).colour
+    except ValueError:
+        return OTHER_COLOURS.get(setup, "tab:purple")
 
 
 def label(result: LoadResult) -> str:
@@ -93,7 +94,7 @@ def plot_latency(results: Sequence[LoadResult], title: str = "Response times") -
     """The distribution of response times (an ECDF: the share answered within x ms)."""
     return _ecdf_figure(
         results,
-        lambda r: r.latencies_s,
+        lambda r: r.response_times_s,
         title,
         "response time (ms, log scale)",
         "share of requests answered within",
@@ -140,7 +141,7 @@ def plot_health(results: Sequence[LoadResult], title: str = "/health while loade
 def plot_result(result: LoadResult) -> Figure:
     """One run: its response-time histogram beside its event-loop lag timeline."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    latencies = np.frombuffer(result.latencies_s, dtype="d") * 1000
+    latencies = np.frombuffer(result.response_times_s, dtype="d") * 1000
     left.hist(latencies, bins=40, color=colour(result.setup))
     left.set_title(f"Response times: {label(result)}")
     left.set_xlabel("response time (ms)")

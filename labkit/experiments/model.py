@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from .setups import Holds, setup_named
+
 ANYIO_THREADS = 40
 """AnyIO's default thread limiter: how many ``def`` routes run at once unless told otherwise."""
 
@@ -53,13 +55,9 @@ class ThroughputModel:
 
     def effective_concurrency(self, setup: str, concurrency: int) -> int:
         """How many of `concurrency` requests can wait on the database at the same time."""
-        if setup == "blocking":
-            return 1
-        if setup == "threadpool":
-            return min(concurrency, self.threads, self.pool)
-        if setup == "async":
-            return min(concurrency, self.pool)
-        raise ValueError(f"the model covers blocking, threadpool and async, not {setup!r}")
+        return setup_named(setup).effective_concurrency(
+            concurrency, threads=self.threads, pool=self.pool
+        )
 
     def throughput(self, setup: str, concurrency: int, latency_s: float) -> float:
         """The bound on requests per second: ``min(C_eff / (L + s), 1 / s)``."""
@@ -77,19 +75,20 @@ class ThroughputModel:
         c_eff = self.effective_concurrency(setup, concurrency)
         if 1 / s <= c_eff / (latency_s + s):
             return "cpu"
-        if setup == "blocking":
+        holds = setup_named(setup).holds
+        if holds is Holds.EVENT_LOOP:
             return "event loop"
         if c_eff == concurrency:
             return "clients"
-        if setup == "threadpool" and self.threads < min(concurrency, self.pool):
+        if holds is Holds.THREAD_AND_CONNECTION and self.threads < min(concurrency, self.pool):
             return "threads"
         return "pool"
 
     def knee(self, setup: str, latency_s: float) -> float:
         """The concurrency where throughput stops growing with C: the first limit reached."""
         s = self.cpu_s[setup]
-        cap = {"blocking": 1, "threadpool": min(self.threads, self.pool), "async": self.pool}
-        return min(cap[setup], (latency_s + s) / s)  # (L + s) / s: where C / (L + s) = 1 / s
+        cap = setup_named(setup).cap(threads=self.threads, pool=self.pool)
+        return min(cap, (latency_s + s) / s)  # (L + s) / s: where C / (L + s) = 1 / s
 
     def away_from_knee(self, setup: str, concurrency: int, latency_s: float) -> bool:
         """Few clients (C <= 5), or at least twice the knee: where the model's bounds are tight.

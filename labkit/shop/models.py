@@ -1,4 +1,4 @@
-"""The lab's tables, in SQLAlchemy 2.x typed style, and the Pydantic v2 schemas of its API.
+"""The tables, in SQLAlchemy 2.x typed style, and the Pydantic v2 schemas and parameters of the API.
 
 Two tables are enough for every lesson: `User` (looked up by id and by email, created with a
 unique email so a duplicate is a real `IntegrityError`) and `Post` (a relationship, so loading
@@ -10,16 +10,18 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_MAX = 100
 EMAIL_MAX = 254  # the longest address SMTP allows
+MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER; a larger id is a 422, not a driver overflow (500)
 
 
 class Base(DeclarativeBase):
-    """Declarative base: `Base.metadata` creates every table of the lab."""
+    """Declarative base: `Base.metadata` creates every table."""
 
 
 class User(Base):
@@ -82,3 +84,11 @@ class UserOut(BaseModel):
     id: int
     name: str
     email: str
+
+
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
+EmailQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=EMAIL_MAX, description="Exact email."),
+    AfterValidator(no_control_characters),
+]

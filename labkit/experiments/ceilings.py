@@ -15,9 +15,9 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
-from .database import AsyncDatabase, SyncDatabase
-from .models import User
-from .seed import seed_users
+from ..instrumented.databases import AsyncDatabase, SyncDatabase
+from ..seed import seed_users
+from ..shop.models import User
 
 BATCH = 100
 """Lookups per timed batch: the clock is read once per batch, not once per lookup."""

@@ -1,14 +1,13 @@
-"""The load driver: N requests at concurrency C against one route of the in-process app.
+"""The load driver: N requests at concurrency C against one route of an app.
 
-C asyncio tasks share one `httpx.AsyncClient` over `httpx.ASGITransport` (no socket: the app
-runs in this process and this event loop). Each task sends its next request as soon as its last
-one is answered, until N have been sent: a *closed* system of C clients, the one the model in
-labkit.model describes. While they run, a lag probe asks the loop to wake it every millisecond
-(labkit.probes), and, given the app, the setup's engine is watched (statements, connections)
-and AnyIO's threadpool sampled.
+C asyncio tasks share one `httpx.AsyncClient`: over `httpx.ASGITransport` the app runs in this
+process and this event loop; over a socket, in a server elsewhere. Each task sends its next
+request as soon as its last one is answered, until N have been sent: a *closed* system of C
+clients, the one the model in labkit.experiments.model describes. While they run, a lag probe
+asks the loop to wake it every millisecond, and, given the app, the setup's engine is watched
+(statements, connections) and AnyIO's threadpool sampled.
 
-`run_load` returns a `LoadResult`; `run_grid` runs setups x concurrency x latency and returns a
-`Grid` of them. Both render as a table in a notebook, plot themselves, and export CSV.
+`run_load` returns a `LoadResult`: data only. labkit.display shows it as a table or a plot.
 """
 
 from __future__ import annotations
@@ -17,33 +16,39 @@ import asyncio
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from functools import partial
-from pathlib import Path
-from typing import IO, Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
 from fastapi import FastAPI
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .app import create_app
-from .client import lab_client
-from .database import EngineOptions
-from .model import ANYIO_THREADS, ThroughputModel
-from .probes import EngineCounts, LagProbe, LagTrace, ThreadGauge, poll_health, watch_engine
-from .progress import Progress
-from .routes import SETUPS
-from .seed import seed_users
-from .table import Table
-from .timing import HEADER, parse_server_timing
+from ..instrumented.databases import EngineOptions
+from ..instruments.probes import (
+    EngineCounts,
+    LagProbe,
+    LagTrace,
+    ThreadGauge,
+    poll_health,
+    watch_engine,
+)
+from ..instruments.server_timing import HEADER, parse_server_timing
+from ..seed import seed_users
+from .model import ANYIO_THREADS
+from .setups import SETUPS
 
-Key = TypeVar("Key", bound=Hashable)
-"""What names a run in `take_turns`: a grid point, a driver's name, ..."""
+
+class Progress(Protocol):
+    """What a long run reports its progress to (labkit.display.progress has a bar)."""
+
+    def start(self, total: int) -> None: ...
+    def describe(self, label: str) -> None: ...
+    def advance(self, done: int = 1) -> None: ...
+    def close(self) -> None: ...
 
 
 def route_for(setup: str) -> Callable[[int], str]:
@@ -80,28 +85,8 @@ def _percentile_ms(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.frombuffer(values, dtype="d"), q)) * 1000
 
 
-class _ShownAsTable:
-    """What a result shows itself as: a table in a notebook, text in a terminal, CSV in a file."""
-
-    def rows(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def table(self, columns: Sequence[str] | None = None) -> Table:
-        """The rows as a table, optionally of some columns only."""
-        return Table(self.rows(), columns)
-
-    def to_csv(self, target: str | Path | IO[str]) -> None:
-        self.table().to_csv(target)
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
-
-
 @dataclass
-class LoadResult(_ShownAsTable):
+class LoadResult:
     """One load run: what each request took, what came back, and what the probes saw.
 
     Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
@@ -115,7 +100,7 @@ class LoadResult(_ShownAsTable):
     latency_ms: float
     elapsed_s: float
     cpu_s: float
-    latencies_s: array[float]
+    response_times_s: array[float]
     server_total_s: array[float]
     server_db_s: array[float]
     statuses: Counter[int]
@@ -149,7 +134,7 @@ class LoadResult(_ShownAsTable):
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
 
     def percentile_ms(self, q: float) -> float:
-        return _percentile_ms(self.latencies_s, q)
+        return _percentile_ms(self.response_times_s, q)
 
     @property
     def p50_ms(self) -> float:
@@ -165,7 +150,11 @@ class LoadResult(_ShownAsTable):
 
     @property
     def mean_ms(self) -> float:
-        return float(np.mean(self.latencies_s)) * 1000 if len(self.latencies_s) else float("nan")
+        return (
+            float(np.mean(self.response_times_s)) * 1000
+            if len(self.response_times_s)
+            else float("nan")
+        )
 
     @property
     def lag_p50_ms(self) -> float:
@@ -190,7 +179,7 @@ class LoadResult(_ShownAsTable):
     @property
     def db_share(self) -> float:
         """The share of the clients' waiting spent inside the database (Server-Timing ``db``)."""
-        waited = sum(self.latencies_s)
+        waited = sum(self.response_times_s)
         return sum(self.server_db_s) / waited if waited else float("nan")
 
     def row(self) -> dict[str, Any]:
@@ -229,71 +218,8 @@ class LoadResult(_ShownAsTable):
         return row
 
     def rows(self) -> list[dict[str, Any]]:
+        """The run as a list of one row, as `Grid.rows` gives many."""
         return [self.row()]
-
-    def plot(self) -> Any:
-        """Latency distribution and event-loop lag timeline, side by side (a Figure)."""
-        from .plots import plot_result
-
-        return plot_result(self)
-
-
-@dataclass
-class Grid(_ShownAsTable):
-    """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
-
-    results: list[LoadResult] = field(default_factory=list)
-    model: ThroughputModel | None = None
-
-    def __iter__(self) -> Iterator[LoadResult]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def get(self, setup: str, concurrency: int, latency_ms: float | None = None) -> LoadResult:
-        """The one result for this point (any latency if the grid has only one)."""
-        found = [
-            r
-            for r in self.results
-            if r.setup == setup
-            and r.concurrency == concurrency
-            and (latency_ms is None or r.latency_ms == latency_ms)
-        ]
-        if len(found) != 1:
-            raise KeyError(f"{len(found)} results for {setup} C={concurrency} L={latency_ms}")
-        return found[0]
-
-    def model_rps(self, result: LoadResult) -> float:
-        """The model's bound for a result's point (NaN if no model, or the setup has none)."""
-        if self.model is None or result.setup not in self.model.cpu_s:
-            return float("nan")
-        return self.model.throughput(result.setup, result.concurrency, result.latency_ms / 1000)
-
-    def rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for result in self.results:
-            row = result.row()
-            if self.model is not None:
-                modelled = result.setup in self.model.cpu_s
-                bound = self.model_rps(result)
-                row["model_rps"] = bound
-                row["vs_model"] = result.throughput / bound if modelled else float("nan")
-                row["limit"] = (
-                    self.model.limit(result.setup, result.concurrency, result.latency_ms / 1000)
-                    if modelled
-                    else "-"
-                )
-            rows.append(row)
-        # Every row gets every column (a /health row has no engine counts), so CSV lines up.
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        return [{c: row.get(c, float("nan")) for c in columns} for row in rows]
-
-    def plot(self) -> Any:
-        """Throughput against concurrency, one panel per latency, the model's lines beside."""
-        from .plots import plot_throughput
-
-        return plot_throughput(self)
 
 
 class _Recorder:
@@ -440,7 +366,7 @@ async def run_load(
         latency_ms=options.latency_ms if options else float("nan"),
         elapsed_s=elapsed,
         cpu_s=cpu,
-        latencies_s=record.latencies,
+        response_times_s=record.latencies,
         server_total_s=record.server_total,
         server_db_s=record.server_db,
         statuses=record.statuses,
@@ -453,169 +379,6 @@ async def run_load(
         thread_limit=gauge.limit,
         pool=options.pool_size + options.max_overflow if options else None,
     )
-
-
-def _requests_for(
-    model: ThroughputModel | None,
-    requests: int | None,
-    seconds: float | None,
-    least: int,
-    per_client: int,
-) -> Callable[[str, int, float], int]:
-    """Requests per point: a fixed number, or enough to last about `seconds` by the model.
-
-    At 50 ms per query the blocking setup does about 20 requests a second and the others
-    hundreds: a fixed count would make one setup's points take 20 times longer than another's.
-    A point gets at least `least` requests, and `per_client` per client: with one request per
-    client all start together, and the run never reaches the steady state the model is about.
-    """
-    if (requests is None) == (seconds is None):
-        raise ValueError("give either requests (per point) or seconds (per point), not both")
-    if seconds is not None and model is None:
-        raise ValueError("sizing points by seconds needs the model (from calibrate)")
-
-    def count(setup: str, concurrency: int, latency_ms: float) -> int:
-        if requests is not None:
-            return requests
-        assert model is not None and seconds is not None
-        if setup not in model.cpu_s:
-            return max(least, per_client * concurrency)
-        rate = model.throughput(setup, concurrency, latency_ms / 1000)
-        return max(least, per_client * concurrency, round(rate * seconds))
-
-    return count
-
-
-async def calibrate(
-    database_url: str | URL | None,
-    setups: Iterable[str] = SETUPS,
-    *,
-    requests: int = 100,
-    repeats: int = 3,
-    **engine_options: Any,
-) -> ThroughputModel:
-    """Measure each setup's CPU time per request ``s`` (at L = 0, C = 1): the model's one input.
-
-    With one client and no database wait, a request's response time is all work in this
-    process, so ``s = 1 / throughput``. Other programs on the machine can only make a run
-    slower, never faster, so the fastest of `repeats` runs is kept (the setups take turns).
-    The model gets the pool size of `engine_options`.
-    """
-    options = {**engine_options, "latency_ms": 0.0}
-    app = create_app(database_url, **options)
-    runs: dict[str, list[float]] = {setup: [] for setup in setups}
-    async with lab_client(app) as client:
-        for _repeat in range(repeats):  # the setups take turns, so a busy second hits them all
-            for setup in runs:
-                run = await run_load(client, setup, requests=requests, concurrency=1, warmup=10)
-                runs[setup].append(1 / run.throughput)
-    cpu_s = {setup: min(times) for setup, times in runs.items()}
-    opts = EngineOptions(**options)
-    return ThroughputModel(cpu_s, pool=opts.pool_size + opts.max_overflow)
-
-
-async def run_grid(
-    database_url: str | URL | None,
-    setups: Sequence[str],
-    concurrencies: Sequence[int] | Mapping[str, Sequence[int]],
-    latencies_ms: Sequence[float],
-    *,
-    requests: int | None = None,
-    seconds: float | None = None,
-    least: int = 10,
-    per_client: int = 3,
-    model: ThroughputModel | None = None,
-    threads: int | None = None,
-    health_every_s: float | None = None,
-    warmup: int = 5,
-    rounds: int = 1,
-    progress: Progress | None = None,
-    **engine_options: Any,
-) -> Grid:
-    """Every setup at every concurrency and latency, on one app per latency.
-
-    `concurrencies` is one list for all setups, or a list per setup (the blocking setup
-    deadlocks above the pool size, so a grid may stop it earlier). Each point has `requests`
-    requests, or enough to last about `seconds` by the model (see `_requests_for`), and starts
-    with `warmup` unmeasured requests (at most one per client), so the pool has connections and
-    the threads exist before the clock starts (only in the first round: later rounds find them
-    ready). `model` (from `calibrate`) is set to this grid's pool size and thread limit and kept
-    with it.
-
-    With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
-    slices merged (see `take_turns`).
-    """
-    per_setup = (
-        {s: list(concurrencies[s]) for s in setups}
-        if isinstance(concurrencies, Mapping)
-        else {s: list(concurrencies) for s in setups}
-    )
-    grid = Grid()
-    if model is not None:
-        opts = EngineOptions(**engine_options)
-        grid.model = model.with_limits(
-            pool=opts.pool_size + opts.max_overflow, threads=threads or ANYIO_THREADS
-        )
-    count = _requests_for(grid.model, requests, seconds, least, per_client)
-    counts = {
-        (s, c, latency): count(s, c, latency)
-        for latency in latencies_ms
-        for s in setups
-        for c in per_setup[s]
-    }
-    slices = {point: -(-n // rounds) for point, n in counts.items()}  # requests per round
-    if progress is not None:
-        progress.start(sum(slices.values()) * rounds)
-
-    async def one_slice(
-        client: httpx.AsyncClient, app: FastAPI, point: tuple[str, int, float], round_: int
-    ) -> LoadResult:
-        setup, c, latency = point
-        if progress is not None:
-            progress.describe(f"{setup} C={c} L={latency:g} ms")
-        return await run_load(
-            client,
-            setup,
-            requests=slices[point],
-            concurrency=c,
-            app=app,
-            warmup=min(c, warmup) if round_ == 0 else 0,
-            health_every_s=health_every_s,
-            progress=progress,
-        )
-
-    merged: dict[tuple[str, int, float], LoadResult] = {}
-    try:
-        for latency in latencies_ms:
-            app = create_app(database_url, threads=threads, latency_ms=latency, **engine_options)
-            async with lab_client(app) as client:
-                slice_of = {
-                    point: partial(one_slice, client, app, point)
-                    for point in counts
-                    if point[2] == latency
-                }
-                merged.update(await take_turns(slice_of, rounds))
-    finally:
-        if progress is not None:
-            progress.close()
-    grid.results = list(merged.values())
-    return grid
-
-
-async def take_turns(
-    runs: Mapping[Key, Callable[[int], Awaitable[LoadResult]]], rounds: int
-) -> dict[Key, LoadResult]:
-    """Run each of `runs` in `rounds` slices, taking turns, and merge each one's slices.
-
-    Each callable is given the round's number (0 first), so it can warm up in the first round
-    only. Taking turns means other programs on a shared machine slow every run alike, instead
-    of whichever happened to run during a busy second.
-    """
-    slices: dict[Key, list[LoadResult]] = {key: [] for key in runs}
-    for round_ in range(rounds):
-        for key, run in runs.items():
-            slices[key].append(await run(round_))
-    return {key: merge(parts) for key, parts in slices.items()}
 
 
 def merge(runs: Sequence[LoadResult]) -> LoadResult:
@@ -632,7 +395,7 @@ def merge(runs: Sequence[LoadResult]) -> LoadResult:
     latencies, server_total, server_db = array("d"), array("d"), array("d")
     offset = 0.0
     for run in runs:
-        latencies.extend(run.latencies_s)
+        latencies.extend(run.response_times_s)
         server_total.extend(run.server_total_s)
         server_db.extend(run.server_db_s)
         lag.times_s.extend(t + offset for t in run.lag.times_s)
@@ -656,7 +419,7 @@ def merge(runs: Sequence[LoadResult]) -> LoadResult:
         requests=sum(run.requests for run in runs),
         elapsed_s=sum(run.elapsed_s for run in runs),
         cpu_s=sum(run.cpu_s for run in runs),
-        latencies_s=latencies,
+        response_times_s=latencies,
         server_total_s=server_total,
         server_db_s=server_db,
         statuses=sum((run.statuses for run in runs), Counter()),
@@ -675,17 +438,3 @@ def by_setup(results: Iterable[LoadResult]) -> Mapping[str, list[LoadResult]]:
     for result in results:
         groups.setdefault(result.setup, []).append(result)
     return groups
-
-
-__all__ = [
-    "Grid",
-    "LoadResult",
-    "by_setup",
-    "calibrate",
-    "engine_for",
-    "merge",
-    "route_for",
-    "run_grid",
-    "run_load",
-    "take_turns",
-]

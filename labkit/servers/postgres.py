@@ -31,7 +31,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import URL, make_url
 
-from .settings import database_url, safe_url
+from ..settings import database_url, safe_url
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOW_TO_GET_ONE = (

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Protocol
+from typing import IO, Any
+
+from ..experiments.load import Progress
 
 WIDTH = 30
 REDRAW_S = 0.1
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def describe(self, label: str) -> None: ...
-    def advance(self, done: int = 1) -> None: ...
-    def close(self) -> None: ...
 
 
 class _Bar:

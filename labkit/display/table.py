@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 Row = Mapping[str, Any]
+
+
+class HasRows(Protocol):
+    """A result that gives its measurements as rows: a `LoadResult`, a `Grid`."""
+
+    def rows(self) -> list[dict[str, Any]]: ...
 
 
 def _cell(value: Any) -> str:
@@ -71,12 +76,6 @@ def write_csv(rows: Sequence[Row], target: str | Path | IO[str]) -> None:
     writer.writerows(rows)
 
 
-def csv_text(rows: Sequence[Row]) -> str:
-    buffer = io.StringIO()
-    write_csv(rows, buffer)
-    return buffer.getvalue()
-
-
 class Table:
     """Rows that show themselves: HTML in a notebook, fixed-width text in a terminal.
 
@@ -97,3 +96,8 @@ class Table:
 
     def _repr_html_(self) -> str:
         return html_table(self.rows)
+
+
+def table(result: HasRows, columns: Sequence[str] | None = None) -> Table:
+    """A result's rows as a table, optionally of some columns only."""
+    return Table(result.rows(), columns)

@@ -1,0 +1,1 @@
+"""Experiments: the load driver, grids of runs, the throughput model, ceilings, probing an app."""

@@ -1,0 +1,242 @@
+"""Experiments of many load runs: a grid of setups x concurrency x latency, and calibration.
+
+`calibrate` measures each setup's CPU time per request, the model's one input; `run_grid` runs
+every point on a fresh instrumented app per latency and returns a `Grid` of `LoadResult`s with
+the model to judge them by; `take_turns` runs things in alternating rounds, so a busy second on
+a shared machine slows every run alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.engine import URL
+
+from ..client import lab_client
+from ..instrumented.app import create_app
+from ..instrumented.databases import EngineOptions
+from .load import LoadResult, Progress, merge, run_load
+from .model import ANYIO_THREADS, ThroughputModel
+from .setups import SETUPS
+
+Key = TypeVar("Key", bound=Hashable)
+"""What names a run in `take_turns`: a grid point, a driver's name, ..."""
+
+
+@dataclass
+class Grid:
+    """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
+
+    results: list[LoadResult] = field(default_factory=list)
+    model: ThroughputModel | None = None
+
+    def __iter__(self) -> Iterator[LoadResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def get(self, setup: str, concurrency: int, latency_ms: float | None = None) -> LoadResult:
+        """The one result for this point (any latency if the grid has only one)."""
+        found = [
+            r
+            for r in self.results
+            if r.setup == setup
+            and r.concurrency == concurrency
+            and (latency_ms is None or r.latency_ms == latency_ms)
+        ]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} results for {setup} C={concurrency} L={latency_ms}")
+        return found[0]
+
+    def model_rps(self, result: LoadResult) -> float:
+        """The model's bound for a result's point (NaN if no model, or the setup has none)."""
+        if self.model is None or result.setup not in self.model.cpu_s:
+            return float("nan")
+        return self.model.throughput(result.setup, result.concurrency, result.latency_ms / 1000)
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for result in self.results:
+            row = result.row()
+            if self.model is not None:
+                modelled = result.setup in self.model.cpu_s
+                bound = self.model_rps(result)
+                row["model_rps"] = bound
+                row["vs_model"] = result.throughput / bound if modelled else float("nan")
+                row["limit"] = (
+                    self.model.limit(result.setup, result.concurrency, result.latency_ms / 1000)
+                    if modelled
+                    else "-"
+                )
+            rows.append(row)
+        # Every row gets every column (a /health row has no engine counts), so CSV lines up.
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        return [{c: row.get(c, float("nan")) for c in columns} for row in rows]
+
+
+def _requests_for(
+    model: ThroughputModel | None,
+    requests: int | None,
+    seconds: float | None,
+    least: int,
+    per_client: int,
+) -> Callable[[str, int, float], int]:
+    """Requests per point: a fixed number, or enough to last about `seconds` by the model.
+
+    At 50 ms per query the blocking setup does about 20 requests a second and the others
+    hundreds: a fixed count would make one setup's points take 20 times longer than another's.
+    A point gets at least `least` requests, and `per_client` per client: with one request per
+    client all start together, and the run never reaches the steady state the model is about.
+    """
+    if (requests is None) == (seconds is None):
+        raise ValueError("give either requests (per point) or seconds (per point), not both")
+    if seconds is not None and model is None:
+        raise ValueError("sizing points by seconds needs the model (from calibrate)")
+
+    def count(setup: str, concurrency: int, latency_ms: float) -> int:
+        if requests is not None:
+            return requests
+        assert model is not None and seconds is not None
+        if setup not in model.cpu_s:
+            return max(least, per_client * concurrency)
+        rate = model.throughput(setup, concurrency, latency_ms / 1000)
+        return max(least, per_client * concurrency, round(rate * seconds))
+
+    return count
+
+
+async def calibrate(
+    database_url: str | URL | None,
+    setups: Iterable[str] = SETUPS,
+    *,
+    requests: int = 100,
+    repeats: int = 3,
+    options: EngineOptions | None = None,
+) -> ThroughputModel:
+    """Measure each setup's CPU time per request ``s`` (at L = 0, C = 1): the model's one input.
+
+    With one client and no database wait, a request's response time is all work in this
+    process, so ``s = 1 / throughput``. Other programs on the machine can only make a run
+    slower, never faster, so the fastest of `repeats` runs is kept (the setups take turns).
+    The model gets the pool size of `options` (their latency is set to 0).
+    """
+    options = replace(options or EngineOptions(), latency_ms=0.0)
+    app = create_app(database_url, options)
+    runs: dict[str, list[float]] = {setup: [] for setup in setups}
+    async with lab_client(app) as client:
+        for _repeat in range(repeats):  # the setups take turns, so a busy second hits them all
+            for setup in runs:
+                run = await run_load(client, setup, requests=requests, concurrency=1, warmup=10)
+                runs[setup].append(1 / run.throughput)
+    cpu_s = {setup: min(times) for setup, times in runs.items()}
+    return ThroughputModel(cpu_s, pool=options.pool)
+
+
+async def run_grid(
+    database_url: str | URL | None,
+    setups: Sequence[str],
+    concurrencies: Sequence[int] | Mapping[str, Sequence[int]],
+    latencies_ms: Sequence[float],
+    *,
+    requests: int | None = None,
+    seconds: float | None = None,
+    least: int = 10,
+    per_client: int = 3,
+    model: ThroughputModel | None = None,
+    threads: int | None = None,
+    health_every_s: float | None = None,
+    warmup: int = 5,
+    rounds: int = 1,
+    progress: Progress | None = None,
+    options: EngineOptions | None = None,
+) -> Grid:
+    """Every setup at every concurrency and latency, on one app per latency.
+
+    `options` are the engines' (pool size, ...); their `latency_ms` is each latency in turn.
+
+    `concurrencies` is one list for all setups, or a list per setup (the blocking setup
+    deadlocks above the pool size, so a grid may stop it earlier). Each point has `requests`
+    requests, or enough to last about `seconds` by the model (see `_requests_for`), and starts
+    with `warmup` unmeasured requests (at most one per client), so the pool has connections and
+    the threads exist before the clock starts (only in the first round: later rounds find them
+    ready). `model` (from `calibrate`) is set to this grid's pool size and thread limit and kept
+    with it.
+
+    With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
+    slices merged (see `take_turns`).
+    """
+    options = options or EngineOptions()
+    per_setup = (
+        {s: list(concurrencies[s]) for s in setups}
+        if isinstance(concurrencies, Mapping)
+        else {s: list(concurrencies) for s in setups}
+    )
+    grid = Grid()
+    if model is not None:
+        grid.model = model.with_limits(pool=options.pool, threads=threads or ANYIO_THREADS)
+    count = _requests_for(grid.model, requests, seconds, least, per_client)
+    counts = {
+        (s, c, latency): count(s, c, latency)
+        for latency in latencies_ms
+        for s in setups
+        for c in per_setup[s]
+    }
+    slices = {point: -(-n // rounds) for point, n in counts.items()}  # requests per round
+    if progress is not None:
+        progress.start(sum(slices.values()) * rounds)
+
+    async def one_slice(
+        client: httpx.AsyncClient, app: FastAPI, point: tuple[str, int, float], round_: int
+    ) -> LoadResult:
+        setup, c, latency = point
+        if progress is not None:
+            progress.describe(f"{setup} C={c} L={latency:g} ms")
+        return await run_load(
+            client,
+            setup,
+            requests=slices[point],
+            concurrency=c,
+            app=app,
+            warmup=min(c, warmup) if round_ == 0 else 0,
+            health_every_s=health_every_s,
+            progress=progress,
+        )
+
+    merged: dict[tuple[str, int, float], LoadResult] = {}
+    try:
+        for latency in latencies_ms:
+            app = create_app(database_url, replace(options, latency_ms=latency), threads=threads)
+            async with lab_client(app) as client:
+                slice_of = {
+                    point: partial(one_slice, client, app, point)
+                    for point in counts
+                    if point[2] == latency
+                }
+                merged.update(await take_turns(slice_of, rounds))
+    finally:
+        if progress is not None:
+            progress.close()
+    grid.results = list(merged.values())
+    return grid
+
+
+async def take_turns(
+    runs: Mapping[Key, Callable[[int], Awaitable[LoadResult]]], rounds: int
+) -> dict[Key, LoadResult]:
+    """Run each of `runs` in `rounds` slices, taking turns, and merge each one's slices.
+
+    Each callable is given the round's number (0 first), so it can warm up in the first round
+    only. Taking turns means other programs on a shared machine slow every run alike, instead
+    of whichever happened to run during a busy second.
+    """
+    slices: dict[Key, list[LoadResult]] = {key: [] for key in runs}
+    for round_ in range(rounds):
+        for key, run in runs.items():
+            slices[key].append(await run(round_))
+    return {key: merge(parts) for key, parts in slices.items()}

@@ -1,0 +1,62 @@
+"""The three session setups, described once: their URL prefix, what limits them, their colour.
+
+Everything that differs between the setups (the model's ``C_eff``, the plots' colours, the
+routes a load is sent to) reads it from here, instead of switching on their names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Holds(Enum):
+    """What a request of a setup holds while it waits on the database."""
+
+    EVENT_LOOP = "the event loop"
+    THREAD_AND_CONNECTION = "a worker thread and a connection"
+    CONNECTION = "a connection"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way of wiring a session into a route."""
+
+    name: str
+    """Also its URL prefix: ``/NAME/users/{id}``."""
+    route: str
+    session: str
+    holds: Holds
+    colour: str
+
+    @property
+    def prefix(self) -> str:
+        return f"/{self.name}"
+
+    def effective_concurrency(self, clients: int, *, threads: int, pool: int) -> int:
+        """``C_eff``: how many of `clients` requests can wait on the database at the same time."""
+        if self.holds is Holds.EVENT_LOOP:
+            return 1
+        if self.holds is Holds.THREAD_AND_CONNECTION:
+            return min(clients, threads, pool)
+        return min(clients, pool)
+
+    def cap(self, *, threads: int, pool: int) -> int:
+        """``C_eff`` with unlimited clients: the most requests that can wait at once."""
+        return self.effective_concurrency(threads + pool, threads=threads, pool=pool)
+
+
+BLOCKING = Setup("blocking", "async def", "sync Session", Holds.EVENT_LOOP, "tab:red")
+THREADPOOL = Setup("threadpool", "def", "sync Session", Holds.THREAD_AND_CONNECTION, "tab:blue")
+ASYNC = Setup("async", "async def", "AsyncSession", Holds.CONNECTION, "tab:green")
+
+SETUP_LIST = (BLOCKING, THREADPOOL, ASYNC)
+SETUPS = tuple(setup.name for setup in SETUP_LIST)
+"""The setups' names, which are also their URL prefixes."""
+
+
+def setup_named(name: str) -> Setup:
+    for setup in SETUP_LIST:
+        if setup.name == name:
+            return setup
+    raise ValueError(f"no setup {name!r}: choose from {', '.join(SETUPS)}")

@@ -1,0 +1,138 @@
+"""The learner's two setups, made again on a database and with options of the lab's choosing.
+
+`SyncDatabase.create` and `AsyncDatabase.create` build what ``labkit.shop.database`` builds at
+import (engine, session factory, session dependency), on another URL (a notebook's own SQLite
+file, a scratch PostgreSQL database) and with `EngineOptions` (pool size, simulated latency).
+Their sessions count themselves in a `SessionLedger`, and their engines carry the lab's
+instruments (simulated latency, ``Server-Timing``'s database clock). The lab swaps them into a
+copy of the learner's app with ``app.dependency_overrides`` (labkit.instrumented.app), so
+notebooks can make fresh ones side by side without touching the learner's code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..instruments.latency import add_latency
+from ..instruments.ledger import LedgerSession, SessionLedger
+from ..instruments.server_timing import time_database
+from ..settings import async_url, database_url, ensure_sqlite_dir
+from ..shop.database import connect_args, set_sqlite_pragmas
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a notebook varies about an engine. The defaults are SQLAlchemy's own, and no wait."""
+
+    latency_ms: float = 0.0
+    """Simulated database latency: how long every statement waits (labkit.instruments.latency)."""
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+    pool_pre_ping: bool = False
+    echo: bool = False
+
+    @property
+    def pool(self) -> int:
+        """The most connections the pool lends at once: ``pool_size + max_overflow``."""
+        return self.pool_size + self.max_overflow
+
+    def engine_kwargs(self, url: URL) -> dict[str, Any]:
+        return {
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.pool_timeout,
+            "pool_pre_ping": self.pool_pre_ping,
+            "echo": self.echo,
+            "connect_args": connect_args(url),
+        }
+
+
+def _prepare(engine: Engine, options: EngineOptions) -> None:
+    if engine.url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", set_sqlite_pragmas)  # as the learner's engine does
+    # Before the latency listener: listeners run in the order they were added, so the
+    # simulated wait counts as database time in the Server-Timing header.
+    time_database(engine)
+    add_latency(engine, options.latency_ms)
+
+
+@dataclass
+class SyncDatabase:
+    """The sync setup: `engine`, `SessionLocal` and the `get_db` dependency."""
+
+    engine: Engine
+    SessionLocal: sessionmaker[Session]
+    ledger: SessionLedger
+    options: EngineOptions
+
+    @classmethod
+    def create(
+        cls, url: str | URL | None = None, options: EngineOptions | None = None
+    ) -> SyncDatabase:
+        """Build the setup for `url` (default: `DATABASE_URL`) with `options`."""
+        options = options or EngineOptions()
+        sync_url = database_url(url)
+        ensure_sqlite_dir(sync_url)
+        engine = create_engine(sync_url, **options.engine_kwargs(sync_url))
+        _prepare(engine, options)
+        ledger = SessionLedger()
+        SessionLocal = sessionmaker(engine, class_=LedgerSession, info={"ledger": ledger})
+        return cls(engine, SessionLocal, ledger, options)
+
+    def get_db(self) -> Iterator[Session]:
+        """One session per request, closed (and its connection returned) when the request ends."""
+        with self.SessionLocal() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@dataclass
+class AsyncDatabase:
+    """The async setup: `engine` (async driver), `AsyncSessionLocal` and `get_async_db`."""
+
+    engine: AsyncEngine
+    AsyncSessionLocal: async_sessionmaker[AsyncSession]
+    ledger: SessionLedger
+    options: EngineOptions
+
+    @classmethod
+    def create(
+        cls, url: str | URL | None = None, options: EngineOptions | None = None
+    ) -> AsyncDatabase:
+        """Build the setup for `url` (default: `DATABASE_URL`, through its async driver)."""
+        options = options or EngineOptions()
+        aurl = async_url(url)
+        ensure_sqlite_dir(aurl)
+        engine = create_async_engine(aurl, **options.engine_kwargs(aurl))
+        _prepare(engine.sync_engine, options)
+        ledger = SessionLedger()
+        AsyncSessionLocal = async_sessionmaker(
+            engine,
+            expire_on_commit=False,  # as the learner's: no implicit reload (MissingGreenlet)
+            sync_session_class=LedgerSession,
+            info={"ledger": ledger},
+        )
+        return cls(engine, AsyncSessionLocal, ledger, options)
+
+    async def get_async_db(self) -> AsyncIterator[AsyncSession]:
+        """One `AsyncSession` per request, closed when the request ends."""
+        async with self.AsyncSessionLocal() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,65 @@
+"""The session ledger: how the lab shows one session per request, and proves that none leaks.
+
+A session factory made with ``class_=LedgerSession, info={"ledger": ledger}`` makes sessions
+that count themselves in `ledger` when they open and close, and log both (logger
+``labkit.sessions``, level INFO). The learner's code is unchanged: the lab swaps its factory in
+through ``app.dependency_overrides`` (see labkit.instrumented).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("labkit.sessions")
+
+
+@dataclass
+class SessionLedger:
+    """Counts the sessions a factory opened and closed; `open` is what would be a leak."""
+
+    opened: int = 0
+    closed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def open(self) -> int:
+        return self.opened - self.closed
+
+    def record_open(self) -> int:
+        """Count a new session; its number is its place in this ledger (1, 2, ...)."""
+        with self._lock:  # sessions open and close on threadpool threads too
+            self.opened += 1
+            return self.opened
+
+    def record_close(self) -> None:
+        with self._lock:
+            self.closed += 1
+
+
+class LedgerSession(Session):
+    """A plain `Session` that logs when it opens and closes, and counts itself in a ledger.
+
+    Closing twice counts once: `close()` may be called again by a context manager after a route
+    already closed the session.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.number = self._ledger().record_open()
+        self._counted_open = True
+        log.info("session %d opened", self.number)
+
+    def _ledger(self) -> SessionLedger:
+        return self.info["ledger"]
+
+    def close(self) -> None:
+        super().close()
+        if self._counted_open:
+            self._counted_open = False
+            self._ledger().record_close()
+            log.info("session %d closed", self.number)

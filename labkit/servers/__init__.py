@@ -1,0 +1,1 @@
+"""Servers the lab starts or finds: PostgreSQL, and the app under uvicorn in its own process."""
