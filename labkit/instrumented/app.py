@@ -6,7 +6,8 @@ comes from outside, the way FastAPI lets anyone change an app it did not write:
 - ``app.dependency_overrides``: `get_db` and `get_async_db` give sessions from a `SyncDatabase`
   and an `AsyncDatabase` on the lab's database, with its options and a session ledger;
 - middleware added after the fact: ``Server-Timing`` and `FinishEveryRequest`;
-- its own lifespan: tables created and seeded, AnyIO's thread limit set, engines disposed.
+- its own lifespan: tables created and seeded, AnyIO's thread limit set, the requests' task
+  group open, engines disposed.
 
 Each call makes a new copy, so a notebook can run several, with other options, side by side.
 The app runs in the notebook's own process (driven through `httpx.ASGITransport`), so a learner
@@ -22,7 +23,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from ..instruments.finishing import FinishEveryRequest
+from ..instruments.finishing import FinishEveryRequest, RequestGroup
 from ..instruments.server_timing import ServerTimingMiddleware
 from ..seed import create_and_seed
 from ..shop import database as shop_database
@@ -81,11 +82,13 @@ def create_app(
     sync_db = SyncDatabase.create(database_url, options)
     async_db = AsyncDatabase.create(database_url, options)
 
+    requests = RequestGroup()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         create_and_seed(sync_db.engine)
         try:
-            async with thread_limit(threads):
+            async with thread_limit(threads), requests.open():
                 yield
         finally:
             sync_db.dispose()
@@ -97,5 +100,6 @@ def create_app(
     app.dependency_overrides[shop_database.get_async_db] = async_db.get_async_db
     app.state.sync_db, app.state.async_db, app.state.engine_options = sync_db, async_db, options
     app.add_middleware(ServerTimingMiddleware)
-    app.add_middleware(FinishEveryRequest)  # outermost: a client's cancel reaches none of the app
+    # Outermost: a client's cancel reaches none of the app.
+    app.add_middleware(FinishEveryRequest, requests=requests)
     return app

@@ -12,37 +12,86 @@ A server such as uvicorn does not cancel a request when its client disconnects: 
 finishes, and its dependencies clean up as written. `FinishEveryRequest` gives the in-process app
 the same behaviour: each request runs in a task of its own, which the caller's cancellation does
 not reach.
+
+Those tasks belong to a `RequestGroup`, an AnyIO task group the app's lifespan keeps open. That
+matters for speed: AnyIO keeps an idle worker thread for reuse only while the *root task* it
+started it for is alive, and where no task runs the loop's ``run_until_complete`` (a Jupyter
+kernel runs its loop with ``run_forever``), it takes as root the top of the current AnyIO task
+tree. A request in a bare ``asyncio`` task would be its own root: a worker thread started and
+stopped for every request to a ``def`` route or a sync dependency, about a third more CPU per
+request (labkit.experiments.kernel_cost measures it). In the group, the root is the task that
+opened it, which lives as long as the app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio
+from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("labkit.cancellation")
 
 
+class RequestGroup:
+    """The task group `FinishEveryRequest` runs requests in, open while the app's lifespan runs."""
+
+    def __init__(self) -> None:
+        self._group: TaskGroup | None = None
+        # Without an open group (an app driven without its lifespan), a request runs in a bare
+        # task; asyncio keeps only weak references to tasks, so these are held until done.
+        self._bare: set[asyncio.Task[None]] = set()
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Keep the group open for the block; on the way out, wait for requests still running."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self._group = None
+
+    def start(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> asyncio.Future:
+        """Run one request in the group; the future it returns ends when the request does."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def serve_request() -> None:
+            try:
+                await app(scope, receive, send)
+            except Exception as exc:  # the request's error is its caller's, not the group's
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+            finally:
+                if not done.done():  # cancelled: the group is closing
+                    done.cancel()
+
+        if self._group is not None:
+            self._group.start_soon(serve_request)
+        else:
+            task = asyncio.create_task(serve_request())
+            self._bare.add(task)
+            task.add_done_callback(self._bare.discard)
+        return done
+
+
 class FinishEveryRequest:
     """ASGI middleware: a cancelled caller stops waiting; its request runs on to the end."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, requests: RequestGroup) -> None:
         self.app = app
-        # asyncio keeps only weak references to tasks: hold each request until it is done.
-        self._running: set[asyncio.Task[None]] = set()
+        self.requests = requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def serve_request() -> None:
-            await self.app(scope, receive, send)
-
-        request = asyncio.create_task(serve_request())
-        self._running.add(request)
-        request.add_done_callback(self._running.discard)
+        request = self.requests.start(scope, receive, send, self.app)
         try:
             await asyncio.shield(request)
         except asyncio.CancelledError:
@@ -50,7 +99,7 @@ class FinishEveryRequest:
             raise
 
 
-def _note_failure_after_caller_left(request: asyncio.Task[None]) -> None:
+def _note_failure_after_caller_left(request: asyncio.Future[None]) -> None:
     """The only trace of an error in a request whose caller had gone (there is no one to tell)."""
     if not request.cancelled() and request.exception() is not None:
         log.info("request ended after its caller left: %r", request.exception())

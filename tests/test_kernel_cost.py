@@ -1,0 +1,81 @@
+"""A kernel's extra ``s``: AnyIO starts a worker thread per request where no task is the root.
+
+A Jupyter kernel runs its event loop with ``run_forever`` and each cell as a task of its own;
+`like_a_kernel` runs a coroutine the same way, so these tests need no kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy.engine import URL
+
+from labkit.experiments.kernel_cost import (
+    calibrate_elsewhere,
+    compare_calibrations,
+    thread_reuse,
+)
+
+T = TypeVar("T")
+SYNC_SETUPS = ("blocking", "threadpool")
+
+
+def like_a_kernel(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` as a kernel runs a cell: a task on a loop that runs forever, until stopped."""
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(coro)
+        task.add_done_callback(lambda _: loop.stop())
+        loop.run_forever()
+        return task.result()
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+def test_under_asyncio_run_one_worker_thread_serves_every_task() -> None:
+    found = asyncio.run(thread_reuse(20))
+    assert found["bare"].threads_per_task == pytest.approx(1 / 20)
+    assert found["grouped"].threads_per_task == pytest.approx(1 / 20)
+
+
+def test_on_a_kernels_loop_every_bare_task_starts_a_worker_thread_and_a_group_does_not() -> None:
+    found = like_a_kernel(thread_reuse(20))
+    assert found["bare"].threads_per_task == pytest.approx(1.0)
+    assert found["grouped"].threads_per_task == pytest.approx(1 / 20)
+
+
+def test_a_failing_subprocess_is_reported_with_its_error(db_url: URL) -> None:
+    with pytest.raises(RuntimeError, match="not a setup"):
+        asyncio.run(calibrate_elsewhere(db_url, ["no-such-setup"], requests=5, repeats=1))
+
+
+@pytest.mark.slow
+def test_a_subprocess_measures_the_s_that_asyncio_run_measures(db_url: URL) -> None:
+    found = asyncio.run(
+        compare_calibrations(
+            db_url, requests=100, repeats=2, rounds=2, places=("here", "subprocess")
+        )
+    )
+    assert set(found.cpu_s["subprocess"]) == {"blocking", "threadpool", "async"}
+    for setup in found.cpu_s["subprocess"]:
+        assert 0.5 < found.ratio(setup) < 2.0, found.rows()  # the same code, the same s
+
+
+@pytest.mark.slow
+def test_on_a_kernels_loop_the_lab_app_costs_what_it_costs_on_a_loop_of_its_own(
+    db_url: URL,
+) -> None:
+    """Its requests run in the lifespan's task group, so the sync setups reuse their threads.
+
+    Before that, requests ran in bare tasks and this ratio was about 1.35 for the sync setups.
+    """
+    found = like_a_kernel(
+        compare_calibrations(db_url, requests=100, repeats=2, rounds=2, places=("here", "own_loop"))
+    )
+    here = sum(found.cpu_s["here"][s] for s in SYNC_SETUPS)
+    own_loop = sum(found.cpu_s["own_loop"][s] for s in SYNC_SETUPS)
+    assert 0.75 < here / own_loop < 1.2, found.rows()
