@@ -1,4 +1,10 @@
-"""Fixtures shared by labkit's tests: a fresh database per test, and the running app."""
+"""Fixtures shared by labkit's tests: a database of the test's own, and the running app; and which
+tests are slow.
+
+``pytest -m "not slow"`` is the quick loop. Slow are the notebooks (nbval's items, and the
+tests that run or serve them), every test that works on PostgreSQL, and the tests marked
+``@pytest.mark.slow`` by hand: timing experiments that wait out pool timeouts, and servers.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from scratch_postgres import REQUIRE_POSTGRES, postgres_or_skip, scratch_postgres_database
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
+from support import REQUIRE_POSTGRES, database_of_own, postgres_or_skip, selected_backend
 
-from labkit import EngineOptions, create_app, lab_client, sqlite_url
+from labkit import EngineOptions, create_app, lab_client
 from labkit.servers.postgres import NoPostgres, PostgresServer, find_server
 
 
@@ -28,27 +34,22 @@ def postgres_server() -> PostgresServer:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[URL]:
-    """A new, empty PostgreSQL database of the test's own, dropped afterwards."""
-    with scratch_postgres_database() as url:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """A database of the test's own, on the backend `DATABASE_URL` selects.
+
+    Unset: a fresh SQLite file. A PostgreSQL URL: a new database on that server, dropped after.
+    CI runs the suite both ways. A test parametrized with `support.every_backend` runs on each.
+    """
+    backend = getattr(request, "param", None) or selected_backend()
+    with database_of_own(backend, tmp_path) as url:
         yield url
 
 
-def uses_postgres() -> bool:
-    url = os.environ.get("DATABASE_URL")
-    return bool(url) and make_url(url).get_backend_name() == "postgresql"
-
-
 @pytest.fixture
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
-    """A database of the test's own, on the database `DATABASE_URL` selects.
-
-    Unset: a fresh SQLite file. A PostgreSQL URL: a new database on that server, dropped after.
-    CI runs the suite both ways.
-    """
-    if uses_postgres():
-        return request.getfixturevalue("postgres_url")
-    return sqlite_url(tmp_path / "lab.db")
+def postgres_url(tmp_path: Path) -> Iterator[URL]:
+    """A new, empty PostgreSQL database of the test's own, dropped afterwards."""
+    with database_of_own("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -70,15 +71,39 @@ async def app_client(
         yield app, client
 
 
+SLOW_FILES = {"test_notebooks_rerun.py", "test_jupyter_serves_notebooks.py"}
+"""Test files that run the notebooks or serve them: as slow as the notebooks themselves."""
+
+POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """A notebook's cell, a test that runs or serves notebooks, or one that works on PostgreSQL
+    (through its fixtures, or as the ``postgresql`` case of `support.every_backend`)."""
+    if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
+        return True
+    if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("db_url") == "postgresql"
+
+
 POSTGRES_NOTEBOOKS = {"05_postgres_and_pools.ipynb"}
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the PostgreSQL notebook's cells, with the reason, where no server can be found.
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Mark the slow tests, before ``-m`` deselects by marker. Then, of the tests left, skip the
+    PostgreSQL notebook's cells, with the reason, where no server can be found (so a run that
+    leaves the notebooks out never looks for one).
 
     Under LAB_REQUIRE_POSTGRES nothing is skipped: the notebook then fails at its first
     PostgreSQL cell, with the same reason, and CI goes red.
     """
+    for item in items:
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+    yield
     needing = [item for item in items if item.path.name in POSTGRES_NOTEBOOKS]
     if not needing or os.environ.get(REQUIRE_POSTGRES):
         return

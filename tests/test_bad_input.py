@@ -13,7 +13,6 @@ import json
 import math
 import unicodedata
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,14 +20,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scratch_postgres import BACKENDS, database_of_own
 from sqlalchemy.engine import URL
+from support import every_backend
 
 from labkit import SETUPS, create_app, lab_client
 from labkit.seed import seed_users
 from labkit.shop.models import EMAIL_MAX, MAX_ID, NAME_MAX
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, every_backend]
 
 SEED_EMAILS = {str(row["email"]) for row in seed_users()}
 SEED_IDS = {int(str(row["id"])) for row in seed_users()}
@@ -41,12 +40,6 @@ PROPERTY = settings(
     database=None,  # keep no example database in the working tree
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[URL]:
-    with database_of_own(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

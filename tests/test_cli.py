@@ -14,6 +14,7 @@ from labkit.display.progress import TerminalProgress
 from labkit.servers.uvicorn import drive_elsewhere, served
 
 
+@pytest.mark.slow
 def test_bench_prints_a_table_and_writes_csv_and_plot(tmp_path: Path, capsys) -> None:
     out_csv, out_png = tmp_path / "grid.csv", tmp_path / "grid.png"
     code = main(
@@ -43,6 +44,7 @@ def test_bench_prints_a_table_and_writes_csv_and_plot(tmp_path: Path, capsys) ->
     assert "peak memory (RSS)" in printed
 
 
+@pytest.mark.slow
 def test_bench_warns_before_the_blocking_setup_deadlocks(tmp_path: Path, capsys) -> None:
     code = main(
         [
@@ -90,6 +92,7 @@ def test_drive_keeps_to_this_machine(capsys) -> None:
     assert "only loads servers on this machine" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_serve_answers_on_loopback_and_drive_loads_it_from_another_process(db_url) -> None:
     with served(db_url, latency_ms=5) as base:
         assert base.startswith("http://127.0.0.1:")
@@ -115,6 +118,7 @@ def test_terminal_progress_redraws_one_line_and_ends_it() -> None:
     assert "4/4 requests" in text.splitlines()[-1].split("\r")[-1]
 
 
+@pytest.mark.slow
 def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsys) -> None:
     code = main(
         [

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, text
+from support import assert_nothing_held
 
 from labkit import SETUPS, EngineOptions, User, create_app, lab_client, sqlite_url
 from labkit.shop.database import SQLITE_BUSY_TIMEOUT_MS
@@ -76,9 +77,7 @@ def assert_rows_are_exactly_the_successes(
         ).all()
     assert len(rows) == len(created)  # nothing doubled
     assert {tuple(row) for row in rows} == created  # nothing lost, nothing saved but refused
-    for db in (app.state.sync_db, app.state.async_db):
-        assert db.ledger.open == 0
-        assert db.engine.pool.checkedout() == 0
+    assert_nothing_held(app)
     return refused
 
 
@@ -98,6 +97,7 @@ async def test_sqlite_connections_use_wal_and_wait_for_the_write_lock(tmp_path: 
     assert sync_settings == async_settings == ("wal", SQLITE_BUSY_TIMEOUT_MS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", SETUPS)
 async def test_500_concurrent_posts_are_all_saved_once(tmp_path: Path, setup: str) -> None:
     app = make_app(tmp_path)

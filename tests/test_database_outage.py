@@ -17,12 +17,12 @@ from typing import Annotated
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from scratch_postgres import admin, scratch_postgres_database
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from support import admin
 
 from labkit import SETUPS, EngineOptions, create_app, lab_client, sqlite_url
 from labkit.client import BASE_URL
@@ -135,12 +135,6 @@ async def test_no_server_listening_gives_fast_503_from_every_setup() -> None:
         down = await answers(client)
     await empty_pools(app)
     assert_all_fast_503(down, {"OperationalError", "ConnectionRefusedError"})
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[URL]:
-    with scratch_postgres_database() as url:
-        yield url
 
 
 def stop_accepting(url: URL) -> None:

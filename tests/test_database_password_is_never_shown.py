@@ -12,13 +12,11 @@ import logging
 import os
 import re
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from scratch_postgres import scratch_postgres_database
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
@@ -102,10 +100,9 @@ async def test_password_absent_when_the_server_is_unreachable(
 
 
 @pytest.fixture
-def url_with_password() -> Iterator[URL]:
+def url_with_password(postgres_url: URL) -> URL:
     """The test's own database on the lab's server, with a password the server will ignore."""
-    with scratch_postgres_database() as url:
-        yield url.set(password=PASSWORD)
+    return postgres_url.set(password=PASSWORD)
 
 
 async def test_password_absent_while_the_app_serves_and_fails(

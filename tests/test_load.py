@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from array import array
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
 import pytest
+from support import assert_nothing_held
 
 from labkit import SETUPS, EngineOptions, lab_client
 from labkit.display.table import table
 from labkit.experiments.grid import Grid, calibrate, run_grid
-from labkit.experiments.load import LoadResult, _percentile_ms, route_for, run_load
+from labkit.experiments.load import LoadResult, route_for, run_load
+from labkit.instruments.probes import LagTrace
 from labkit.instruments.server_timing import format_server_timing
 
 pytestmark = pytest.mark.anyio
@@ -62,13 +66,31 @@ async def least_disturbed(
     return min([await measure() for _ in range(3)], key=slowness)
 
 
-def test_percentile_is_linear_interpolation_in_milliseconds() -> None:
-    from array import array
+def result_with(response_times_s: list[float]) -> LoadResult:
+    """A load run that measured these response times and nothing else."""
+    return LoadResult(
+        setup="/users/{id}",
+        concurrency=1,
+        requests=len(response_times_s),
+        latency_ms=0,
+        elapsed_s=sum(response_times_s),
+        cpu_s=0,
+        response_times_s=array("d", response_times_s),
+        server_total_s=array("d"),
+        server_db_s=array("d"),
+        statuses=Counter({200: len(response_times_s)}),
+        errors=Counter(),
+        reasons=Counter(),
+        lag=LagTrace(0.001),
+    )
 
-    values = array("d", [0.001, 0.002, 0.003, 0.004])
-    assert _percentile_ms(values, 50) == pytest.approx(2.5)
-    assert _percentile_ms(values, 100) == pytest.approx(4.0)
-    assert np.isnan(_percentile_ms(array("d"), 50))
+
+def test_percentile_is_linear_interpolation_in_milliseconds() -> None:
+    result = result_with([0.001, 0.002, 0.003, 0.004])
+    assert result.percentile_ms(50) == result.p50_ms == pytest.approx(2.5)
+    assert result.percentile_ms(100) == pytest.approx(4.0)
+    assert np.isnan(result_with([]).p50_ms)
+    assert np.isnan(result_with([]).lag_p99_ms)  # no wake-ups measured either
 
 
 def test_route_for_cycles_through_the_seed_users() -> None:
@@ -177,9 +199,7 @@ async def test_cancelled_run_leaves_no_task_session_or_connection(make_app, setu
         with pytest.raises(asyncio.CancelledError):
             await run
         assert asyncio.all_tasks() == before
-        for database in (app.state.sync_db, app.state.async_db):
-            assert database.ledger.open == 0
-            assert database.engine.pool.checkedout() == 0
+        assert_nothing_held(app)
         used = app.state.async_db if setup == "async" else app.state.sync_db
         assert used.ledger.opened >= 10  # every client had a request in flight
 

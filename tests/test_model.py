@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from labkit import ThroughputModel
 
 S = 0.0015  # 1.5 ms of CPU per request: about 667 requests per second on one core
@@ -51,5 +52,5 @@ def test_knee_and_the_points_judged_against_the_model() -> None:
 
 
 def test_unknown_setup_is_refused() -> None:
-    with pytest.raises(ValueError, match="no setup .health."):
+    with pytest.raises(ValueError, match="no setup 'health'"):
         MODEL.effective_concurrency("health", 1)

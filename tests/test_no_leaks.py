@@ -17,18 +17,17 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from scratch_postgres import BACKENDS, database_of_own
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from support import every_backend, held
 
 from labkit import SETUPS, EngineOptions, User, create_app, lab_client, sqlite_url
 
@@ -84,16 +83,6 @@ def add_failing_routes(app: FastAPI) -> None:
         return {"users": users}
 
 
-def held(app: FastAPI) -> dict[str, int]:
-    """Open sessions and checked-out connections of both setups: all zero when nothing leaks."""
-    return {
-        "sync sessions": app.state.sync_db.ledger.open,
-        "async sessions": app.state.async_db.ledger.open,
-        "sync connections": app.state.sync_db.engine.pool.checkedout(),
-        "async connections": app.state.async_db.engine.pool.checkedout(),
-    }
-
-
 async def held_after_cleanup(app: FastAPI) -> dict[str, int]:
     """`held` once the app has finished the requests whose client left (they run on to their
     end, as under a server), or when the budget for that is spent."""
@@ -124,13 +113,15 @@ async def one_request(client: httpx.AsyncClient, setup: str, kind: str, delay: f
     return f"{response.status_code}"
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
-    with database_of_own(request.param, tmp_path) as url:
-        yield url
+# The blocking setup's requests take turns on the event loop; many wait out ``pool_timeout``.
+SETUPS_BLOCKING_SLOW = [
+    pytest.param(setup, marks=pytest.mark.slow) if setup == "blocking" else setup
+    for setup in SETUPS
+]
 
 
-@pytest.mark.parametrize("setup", SETUPS)
+@every_backend
+@pytest.mark.parametrize("setup", SETUPS_BLOCKING_SLOW)
 async def test_every_session_closes_and_every_connection_returns_after_failures(
     db_url: URL, setup: str, recwarn: pytest.WarningsRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:

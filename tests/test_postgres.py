@@ -7,7 +7,7 @@ skipped with the reason, unless LAB_REQUIRE_POSTGRES is set, as in CI, which mak
 from __future__ import annotations
 
 import os
-import shutil
+import pwd
 import subprocess
 import sys
 import time
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import assert_nothing_held, cannot_run
 
 from labkit import SETUPS, EngineOptions, create_app, lab_client
 from labkit.servers.postgres import (
@@ -77,7 +78,7 @@ async def test_a_url_naming_psycopg_async_gives_the_async_setup_psycopg_instead_
         missing = await client.get("/async/users/999999")
     assert found.json()["email"] == "user0009@example.com" and waited >= 0.020
     assert missing.status_code == 404
-    assert app.state.async_db.ledger.open == 0
+    assert_nothing_held(app)
 
 
 def test_an_unreachable_database_url_is_reported_without_its_password(monkeypatch) -> None:
@@ -96,59 +97,49 @@ def test_a_throwaway_server_refuses_to_start_as_root() -> None:
         start_throwaway_server(binaries)
 
 
-def as_unprivileged_user(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
-    """A command prefix and environment that run this Python's code as user nobody.
-
-    As root, `runuser` switches user; the interpreter must then be one nobody may execute (a
-    venv's interpreter can sit in root's private home), so the system's own Python of the same
-    version is used, with this environment's packages on its path. Skips where neither works.
-    """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
-    if os.geteuid() != 0:
-        return [sys.executable], env
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.skip("running as root without runuser: PostgreSQL refuses to start as root")
-    tmp_path.chmod(0o777)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (
-        sys.executable,
-        shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin"),
-    ):
-        if python is None:
-            continue
-        probe = subprocess.run(
-            [runuser, "-u", "nobody", "--", python, "-c", "pass"], capture_output=True, check=False
-        )
-        if probe.returncode == 0:
-            site = ":".join(p for p in sys.path if p.endswith("site-packages"))
-            return [runuser, "-u", "nobody", "--", python], {**env, "PYTHONPATH": f"{ROOT}:{site}"}
-    pytest.skip(f"no Python {version} that user nobody may run, and PostgreSQL refuses root")
-
-
 THROWAWAY_CHECK = """
+import pwd, sys
+from pathlib import Path
+
 import psycopg
+
 from labkit.servers.postgres import postgres_binaries, start_throwaway_server
-server = start_throwaway_server(postgres_binaries())
-conninfo = server.url.set(drivername="postgresql").render_as_string(False)
-with psycopg.connect(conninfo) as conn:
-    print(conn.execute("SELECT 40 + 2").fetchone()[0], server.url.host)
+
+server = start_throwaway_server(postgres_binaries(), user=sys.argv[1] or None)
+with psycopg.connect(server.url.set(drivername="postgresql").render_as_string(False)) as conn:
+    answer = conn.execute("SELECT 40 + 2").fetchone()[0]
+    data = conn.execute("SHOW data_directory").fetchone()[0]
+runs_as = pwd.getpwuid(Path(data, "postmaster.pid").stat().st_uid).pw_name
+print(answer, server.url.host, server.url.port, runs_as, data)
 """
 
 
-def test_a_throwaway_server_starts_answers_and_stops(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_throwaway_server_starts_answers_and_stops() -> None:
+    """In a process of its own, so that its exit stops the server. As root, PostgreSQL's
+    programs run as user nobody, and only they do: this process, whose Python and packages
+    nobody may be unable to read, connects to the server as any client does."""
     binaries = postgres_binaries()
     if binaries is None:
-        pytest.skip("PostgreSQL's programs (initdb, pg_ctl) are not installed")
-    command, env = as_unprivileged_user(tmp_path)
+        cannot_run("PostgreSQL's programs (initdb, pg_ctl) are not installed")
+    user = "nobody" if os.geteuid() == 0 else ""
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            cannot_run("PostgreSQL refuses to run as root, and there is no user nobody to run it")
     done = subprocess.run(
-        [*command, "-c", THROWAWAY_CHECK],
-        env=env,
+        [sys.executable, "-c", THROWAWAY_CHECK, user],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["42", "127.0.0.1"]
-    assert list(tmp_path.iterdir()) == [], "the server's folder was not removed at exit"
+    answer, host, port, runs_as, data = done.stdout.split()
+    assert (answer, host) == ("42", "127.0.0.1")
+    assert runs_as == (user or pwd.getpwuid(os.geteuid()).pw_name)
+    assert not Path(data).parent.exists(), "the server's folder was not removed at exit"
+    with pytest.raises(psycopg.OperationalError):  # nothing listens there any more
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=3)

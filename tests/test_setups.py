@@ -5,27 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi import FastAPI
+from support import assert_nothing_held
 
 from labkit import SETUPS, lab_client
 from labkit.instruments.probes import health_during
 from labkit.settings import async_url, database_url
 
 pytestmark = pytest.mark.anyio
-
-
-def checked_out(app: FastAPI) -> dict[str, int]:
-    """Connections currently lent out by each engine's pool."""
-    return {
-        "sync": app.state.sync_db.engine.pool.checkedout(),
-        "async": app.state.async_db.engine.pool.checkedout(),
-    }
-
-
-def assert_nothing_held(app: FastAPI) -> None:
-    assert checked_out(app) == {"sync": 0, "async": 0}
-    assert app.state.sync_db.ledger.open == 0
-    assert app.state.async_db.ledger.open == 0
 
 
 async def test_found_user_is_the_same_json_from_every_setup(app_client) -> None:
@@ -130,6 +116,7 @@ async def test_simulated_latency_makes_a_request_wait_at_least_that_long(
     assert elapsed >= 0.020
 
 
+@pytest.mark.slow
 async def test_blocking_setup_holds_up_health_and_the_others_do_not(make_app) -> None:
     async with lab_client(make_app(latency_ms=200)) as client:
         await client.get("/threadpool/users/1")  # open the pools' first connections

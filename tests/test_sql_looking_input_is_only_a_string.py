@@ -7,27 +7,19 @@ user (it would find the first user, or all, if it were pasted into the SQL), and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from scratch_postgres import BACKENDS, database_of_own
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import URL
+from support import every_backend
 
 from labkit import SETUPS, User, capture_sql, create_app, lab_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, every_backend]
 
 LOOKS_LIKE_SQL = ["' OR 1=1 --", "user0001@example.com' OR '1'='1", "x'; DROP TABLE users; --"]
 ROBERT = "Robert'); DROP TABLE users; --"
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
-    with database_of_own(request.param, tmp_path) as url:
-        yield url
 
 
 def bound_values(parameters: Any) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import glob
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import URL, make_url
@@ -92,48 +94,82 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_throwaway_server(binaries: Path) -> PostgresServer:
+def _run_as(user: str | None) -> dict[str, Any]:
+    """`subprocess` arguments that run a program as `user` (and its group only), or as we are."""
+    if user is None:
+        return {}
+    if os.geteuid() != 0:
+        raise NoPostgres(f"only root can run PostgreSQL's programs as user {user!r}")
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise NoPostgres(f"there is no user {user!r} to run PostgreSQL as") from None
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _run(command: list[Any], **options: Any) -> None:
+    """Run one of PostgreSQL's programs; `NoPostgres` with its own complaint if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, **options)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+        raise NoPostgres(f"{Path(command[0]).name} failed: {said[-1]}")
+
+
+def start_throwaway_server(binaries: Path, user: str | None = None) -> PostgresServer:
     """Start a private server in a temporary folder on a free loopback port; stop it at exit.
 
-    PostgreSQL refuses to run as root (a server bug must not own the machine), so this does too.
+    PostgreSQL refuses to run as root (a server bug must not own the machine), so this does too,
+    unless root names another `user` (``"nobody"``, say) for PostgreSQL's programs to run as.
+    Only those programs run as `user`, in a folder it owns, so they need nothing of this
+    process's (its Python, its packages); this process connects to the server as any client.
     """
-    if os.geteuid() == 0:
-        raise NoPostgres("PostgreSQL will not run as root, so no throwaway server can be started")
+    if user is None and os.geteuid() == 0:
+        raise NoPostgres(
+            "PostgreSQL will not run as root, so no throwaway server can be started "
+            "(root may start one as another user: start_throwaway_server(binaries, user=...))"
+        )
+    as_user = _run_as(user)  # before the folder: a refusal leaves nothing behind
     folder = Path(tempfile.mkdtemp(prefix="lab-postgres-"))
+    if as_user:
+        os.chown(folder, as_user["user"], as_user["group"])
+    # In the folder: `user` may not be allowed into this process's working directory.
+    run_as = {**as_user, "cwd": folder}
     data, port = folder / "data", _free_port()
-    subprocess.run(
-        [binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
-    subprocess.run(
-        [
-            binaries / "pg_ctl",
-            "-D",
-            data,
-            "-o",
-            options,
-            "-l",
-            folder / "server.log",
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
 
     def stop() -> None:
-        subprocess.run(
-            [binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
+        pg_ctl_stop = [binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"]
+        subprocess.run(pg_ctl_stop, capture_output=True, check=False, **run_as)
         shutil.rmtree(folder, ignore_errors=True)
 
+    try:
+        _run(
+            [binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
+            **run_as,
+        )
+        _run(
+            [
+                binaries / "pg_ctl",
+                "-D",
+                data,
+                "-o",
+                options,
+                "-l",
+                folder / "server.log",
+                "-w",
+                "start",
+            ],
+            **run_as,
+        )
+    except BaseException:
+        stop()
+        raise
     atexit.register(stop)
     url = make_url(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    return PostgresServer(url, f"throwaway server started from {binaries}, stopped at exit")
+    origin = f"throwaway server started from {binaries}"
+    if user is not None:
+        origin += f" as user {user}"
+    return PostgresServer(url, f"{origin}, stopped at exit")
 
 
 _found: PostgresServer | None = None
