@@ -12,8 +12,9 @@
 
 from .client import lab_client
 from .experiments.grid import Grid, calibrate, run_grid
-from .experiments.load import LoadResult, run_load
+from .experiments.load import run_load
 from .experiments.model import ThroughputModel
+from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
 from .instrumented.app import create_app
 from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase

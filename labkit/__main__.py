@@ -4,7 +4,9 @@
   progress bar on stderr, then a table, and on request a CSV file and a PNG plot;
 - ``serve``: the same app under uvicorn on 127.0.0.1, for a browser (its DevTools Network panel
   shows each response's ``Server-Timing``) or for ``drive``;
-- ``drive``: the load driver against a server on this machine, over a real socket.
+- ``drive``: the load driver against a server on this machine, over a real socket;
+- ``probe``: the lab's instruments on your own app (``module:app``, as uvicorn names it),
+  unchanged: each path at each concurrency, and what holds each path back.
 
 Run ``python -m labkit bench --help`` for the options.
 """
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import re
 import resource
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from .display.table import table
 from .experiments.grid import calibrate, run_grid
 from .experiments.load import run_load
 from .experiments.model import ANYIO_THREADS
+from .experiments.probe import ProbeError, import_app, probe
 from .experiments.setups import SETUPS
 from .instrumented.app import create_app
 from .instrumented.databases import EngineOptions
@@ -53,6 +58,28 @@ def _setups(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown setup(s) {unknown}; choose from {SETUPS}")
     return names
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return int(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of at least 0: {text!r}")
+    return value
+
+
+def _probe_path(text: str) -> str:
+    if not text.startswith("/") or re.search(r"[{}]", text.replace("{id}", "")):
+        raise argparse.ArgumentTypeError(f"a path such as /heroes/{{id}}, not {text!r}")
+    return text
 
 
 def _pool_options(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     drive.add_argument("--requests", type=int, default=300)
     drive.add_argument("--concurrency", type=int, default=10)
     drive.add_argument("--csv", metavar="FILE", help="write the row as CSV ('-': stdout)")
+
+    probed = commands.add_parser("probe", help="the instruments on your own app, unchanged")
+    probed.add_argument("app", metavar="MODULE:APP", help="your app as uvicorn names it: main:app")
+    probed.add_argument(
+        "--path", action="append", required=True, type=_probe_path,
+        help="a path to GET, repeatable; {id} in it cycles through 1..IDS",
+    )  # fmt: skip
+    probed.add_argument("--concurrency", type=_numbers, default=[1, 10, 50], help="C (1,10,50)")
+    probed.add_argument(
+        "--latency", type=_non_negative, default=0.0, metavar="MS",
+        help="simulated ms added to every statement on every engine (0)",
+    )  # fmt: skip
+    probed.add_argument(
+        "--requests", type=_positive, default=200, metavar="N",
+        help="requests per point, and at least 3 per client (200)",
+    )  # fmt: skip
+    probed.add_argument("--ids", type=_positive, default=1, help="{id} cycles through 1..IDS (1)")
+    probed.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-': stdout)")
     return parser
 
 
@@ -238,11 +283,48 @@ async def drive(args: argparse.Namespace) -> int:
     return 0
 
 
+PROBE_COLUMNS = [
+    *("path", "C", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms", "stmts"),
+    *("peak_conns", "pool", "peak_threads", "loop_held", "C_eff", "limit"),
+]
+
+
+async def probe_app(args: argparse.Namespace) -> int:
+    out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
+    try:
+        app = import_app(args.app)
+    except ProbeError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"probing {args.app}: {args.requests} requests per point (3 per client at least), "
+        f"{{id}} = 1..{args.ids}, +{args.latency:g} ms per statement on every engine",
+        file=out,
+    )
+    report = await probe(
+        app,
+        args.path,
+        args.concurrency,
+        latency_ms=args.latency,
+        requests=args.requests,
+        ids=args.ids,
+        progress=auto_progress(),
+    )
+    print(table(report, PROBE_COLUMNS), file=out)
+    for sentence in report.verdicts():
+        print(textwrap.fill(sentence, 100, initial_indent="\n", subsequent_indent="  "), file=out)
+    if report.unsupported:
+        print(f"note: no simulated latency on {', '.join(sorted(report.unsupported))}", file=out)
+    if args.csv:
+        table(report).to_csv(sys.stdout if args.csv == "-" else args.csv)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    runner = bench if args.command == "bench" else drive
+    runner = {"bench": bench, "drive": drive, "probe": probe_app}[args.command]
     try:
         return asyncio.run(runner(args))
     except KeyboardInterrupt:

@@ -17,7 +17,8 @@ from support import assert_nothing_held
 from labkit import SETUPS, EngineOptions, lab_client
 from labkit.display.table import table
 from labkit.experiments.grid import Grid, calibrate, run_grid
-from labkit.experiments.load import LoadResult, route_for, run_load
+from labkit.experiments.load import route_for, run_load
+from labkit.experiments.results import LoadResult
 from labkit.instruments.probes import LagTrace
 from labkit.instruments.server_timing import format_server_timing
 

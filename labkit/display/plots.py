@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..experiments.grid import Grid
-from ..experiments.load import LoadResult, by_setup
+from ..experiments.results import LoadResult, by_setup
 from ..experiments.setups import setup_named
 
 OTHER_COLOURS = {"health": "tab:gray"}

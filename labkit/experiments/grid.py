@@ -20,8 +20,9 @@ from sqlalchemy.engine import URL
 from ..client import lab_client
 from ..instrumented.app import create_app
 from ..instrumented.databases import EngineOptions
-from .load import LoadResult, Progress, merge, run_load
+from .load import Progress, run_load
 from .model import ANYIO_THREADS, ThroughputModel
+from .results import LoadResult, merge
 from .setups import SETUPS
 
 Key = TypeVar("Key", bound=Hashable)

@@ -33,6 +33,11 @@ class Setup:
     def prefix(self) -> str:
         return f"/{self.name}"
 
+    @property
+    def uses_async_session(self) -> bool:
+        """True where the routes take an `AsyncSession` (`get_async_db`), not a `Session`."""
+        return self.session == "AsyncSession"
+
     def effective_concurrency(self, clients: int, *, threads: int, pool: int) -> int:
         """``C_eff``: how many of `clients` requests can wait on the database at the same time."""
         if self.holds is Holds.EVENT_LOOP:

@@ -8,14 +8,30 @@ PostgreSQL). The wait therefore happens in whatever runs the driver: the calling
 sqlite3 and psycopg, aiosqlite's worker thread, or asyncpg's awaited socket read. A blocked event
 loop stays blocked, a threadpool thread is occupied, and an async driver frees the loop, exactly
 as with a real remote database.
+
+Two ways to attach it:
+
+- `add_latency(engine, ms)`: one engine the lab built, for good (labkit.instrumented);
+- `latency_everywhere(ms)`: every engine in the process, for a ``with`` block, through
+  SQLAlchemy's class-level events (on `Engine` and `Pool`). That reaches engines someone else
+  created, at import time or later, without a reference to any of them: ``python -m labkit
+  probe`` slows a user's own app this way, and removes the listeners afterwards. Do not combine
+  the two on one engine: its statements would wait twice.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.pool import Pool
+
+_SLEEP_REGISTERED = "labkit_sleep"
+"""Key in a pooled DBAPI connection's ``info``: ``lab_sleep`` is registered on it."""
 
 
 def _sqlite_sleep(ms: float) -> int:
@@ -23,34 +39,101 @@ def _sqlite_sleep(ms: float) -> int:
     return 0
 
 
+def _sleep_call(backend: str, latency_ms: float) -> tuple[str, tuple[float, ...]] | None:
+    """The SQL that waits `latency_ms` on `backend`, with its parameters; None if none is known."""
+    if backend == "sqlite":
+        return "SELECT lab_sleep(?)", (latency_ms,)
+    if backend == "postgresql":
+        # asyncpg takes $1-style parameters; a literal works for every driver and is a number
+        # we formatted ourselves, never user input.
+        return f"SELECT pg_sleep({latency_ms / 1000:.6f})", ()
+    return None
+
+
+def _register_sleep(dbapi_connection: Any, info: dict[Any, Any]) -> None:
+    """Make ``lab_sleep`` callable on an SQLite connection (sqlite3, or aiosqlite's adapter)."""
+    dbapi_connection.create_function("lab_sleep", 1, _sqlite_sleep)
+    info[_SLEEP_REGISTERED] = True
+
+
+def _check_latency(latency_ms: float) -> None:
+    if latency_ms < 0:
+        raise ValueError(f"latency_ms must be >= 0, not {latency_ms}")
+
+
 def add_latency(engine: Engine, latency_ms: float) -> None:
     """Make every statement on `engine` (a sync engine, or an async engine's `.sync_engine`) wait.
 
     Does nothing for 0 ms, so the default engine carries no listener at all.
     """
-    if latency_ms < 0:
-        raise ValueError(f"latency_ms must be >= 0, not {latency_ms}")
+    _check_latency(latency_ms)
     if latency_ms == 0:
         return
     backend = engine.url.get_backend_name()
+    call = _sleep_call(backend, latency_ms)
+    if call is None:  # settings.database_url() admits only SQLite and PostgreSQL
+        raise ValueError(f"no simulated latency for {backend!r}")
+    sleep_sql, sleep_args = call
     if backend == "sqlite":
 
         @event.listens_for(engine, "connect")
-        def register_sleep(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.create_function("lab_sleep", 1, _sqlite_sleep)
-
-        sleep_sql = "SELECT lab_sleep(?)"
-        sleep_args: tuple[float, ...] = (latency_ms,)
-    elif backend == "postgresql":
-        # asyncpg takes $1-style parameters; a literal works for both drivers and is a number
-        # we formatted ourselves, never user input.
-        sleep_sql = f"SELECT pg_sleep({latency_ms / 1000:.6f})"
-        sleep_args = ()
-    else:  # settings.database_url() admits only the two backends above
-        raise ValueError(f"no simulated latency for {backend!r}")
+        def register_sleep(dbapi_connection: Any, record: Any) -> None:
+            _register_sleep(dbapi_connection, record.info)
 
     @event.listens_for(engine, "before_cursor_execute")
     def wait_first(
         _conn: Any, cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool
     ) -> None:
         cursor.execute(sleep_sql, sleep_args)
+
+
+@dataclass
+class LatencyEverywhere:
+    """What `latency_everywhere` did: its wait, and the databases it could not make wait."""
+
+    latency_ms: float
+    unsupported: set[str] = field(default_factory=set)
+    """Backends (``mysql``, ...) whose statements ran without the wait: no sleep call known."""
+
+
+@contextmanager
+def latency_everywhere(latency_ms: float) -> Iterator[LatencyEverywhere]:
+    """Make every statement on every engine in the process wait `latency_ms`, for the block.
+
+    Class-level listeners reach engines and pools that exist already and those created inside
+    the block. A connection opened before the block has no ``lab_sleep`` yet: its first
+    statement registers it (``info`` remembers which connections have it). The listeners are
+    removed on the way out, so one test's latency does not leak into the next.
+    """
+    _check_latency(latency_ms)
+    done = LatencyEverywhere(latency_ms)
+    if latency_ms == 0:
+        yield done
+        return
+    calls = {backend: _sleep_call(backend, latency_ms) for backend in ("sqlite", "postgresql")}
+
+    def register_sleep(dbapi_connection: Any, record: Any) -> None:
+        if hasattr(dbapi_connection, "create_function"):  # only SQLite's connections have it
+            _register_sleep(dbapi_connection, record.info)
+
+    def wait_first(
+        conn: Any, cursor: Any, _statement: str, _params: Any, _context: Any, _many: bool
+    ) -> None:
+        backend = conn.dialect.name
+        call = calls.get(backend)
+        if call is None:
+            done.unsupported.add(backend)
+            return
+        if backend == "sqlite":
+            pooled = conn.connection  # the pool's proxy; its info lives as long as the DBAPI one
+            if not pooled.info.get(_SLEEP_REGISTERED):
+                _register_sleep(pooled.dbapi_connection, pooled.info)
+        cursor.execute(*call)
+
+    event.listen(Pool, "connect", register_sleep)
+    event.listen(Engine, "before_cursor_execute", wait_first)
+    try:
+        yield done
+    finally:
+        event.remove(Engine, "before_cursor_execute", wait_first)
+        event.remove(Pool, "connect", register_sleep)

@@ -6,7 +6,8 @@
 - `poll_health`: ``/health`` every few milliseconds while a load runs, each timed from when it
   was due, as a monitor in another process would see it;
 - `watch_engine`: statements executed, peak connections checked out, connections opened and
-  closed (overflow connections are closed on return and reopened later: reconnect churn);
+  closed (overflow connections are closed on return and reopened later: reconnect churn), on
+  one engine or on every engine in the process;
 - `ThreadGauge`: the most AnyIO worker threads busy at once (``def`` routes, sync dependencies);
 - `catch_slow_callbacks`: asyncio's debug mode, which names every callback that held the loop
   longer than a threshold.
@@ -29,6 +30,7 @@ import anyio.to_thread
 import httpx
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import Pool
 
 from .sqllog import capture_sql
 
@@ -157,31 +159,39 @@ class EngineCounts:
 
 
 @contextmanager
-def watch_engine(engine: Engine | AsyncEngine) -> Iterator[EngineCounts]:
+def watch_engine(engine: Engine | AsyncEngine | None) -> Iterator[EngineCounts]:
     """Count statements, peak checkouts and new/closed connections of `engine` in the block.
 
+    ``watch_engine(None)`` watches every engine and pool in the process (class-level listeners
+    on `Engine` and `Pool`), for an app whose engines the caller has no reference to: the peak
+    is then of all connections checked out at once, from any pool. Connections already out
+    when the block starts count towards the peak of one engine (its pool knows how many); with
+    None they cannot be known, and the peak counts those checked out in the block.
     Pool events fire on whichever thread checks a connection out or in, hence the lock.
     """
-    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    # Pool events are listened for on an engine (SQLAlchemy passes them on to its pool).
+    pool_target: Engine | type[Pool] = Pool
+    before = 0  # out before the block, and still out
+    if engine is not None:
+        pool_target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+        before = pool_target.pool.checkedout()  # type: ignore[attr-defined]  # QueuePool's
     counts = EngineCounts()
     lock = threading.Lock()
-    out = target.pool.checkedout()  # type: ignore[attr-defined]  # QueuePool's, not Pool's
-    counts.peak_checked_out = out
+    counts.peak_checked_out = before
     since: dict[int, float] = {}  # connection record -> when it was checked out
 
     def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
-        nonlocal out
         with lock:
-            out += 1
-            counts.peak_checked_out = max(counts.peak_checked_out, out)
             since[id(record)] = time.perf_counter()
+            counts.peak_checked_out = max(counts.peak_checked_out, before + len(since))
 
     def checkin(_dbapi: Any, record: Any) -> None:
-        nonlocal out
+        nonlocal before
         with lock:
-            out -= 1
             started = since.pop(id(record), None)
-            if started is not None:  # checked out before the watch began: not counted
+            if started is None:  # checked out before the watch began: not counted
+                before = max(0, before - 1)
+            else:
                 counts.checkouts += 1
                 counts.held_s += time.perf_counter() - started
 
@@ -195,14 +205,14 @@ def watch_engine(engine: Engine | AsyncEngine) -> Iterator[EngineCounts]:
 
     listeners = {"checkout": checkout, "checkin": checkin, "connect": connect, "close": close}
     for name, fn in listeners.items():
-        event.listen(target, name, fn)
+        event.listen(pool_target, name, fn)
     try:
-        with capture_sql(target) as statements:
+        with capture_sql(engine) as statements:
             yield counts
     finally:
         counts.statements = len(statements)
         for name, fn in listeners.items():
-            event.remove(target, name, fn)
+            event.remove(pool_target, name, fn)
 
 
 async def poll_health(

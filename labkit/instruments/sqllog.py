@@ -2,8 +2,9 @@
 
 `capture_sql(engine)` listens on the engine's ``before_cursor_execute`` event for the length of a
 ``with`` block and keeps each statement with its parameters. It works for an `AsyncEngine` too
-(through its ``sync_engine``, where SQLAlchemy's events live). The simulated-latency wait runs on
-the raw cursor, below this event, so it never appears in a capture.
+(through its ``sync_engine``, where SQLAlchemy's events live), and ``capture_sql(None)`` records
+every engine in the process (a class-level listener on `Engine`). The simulated-latency wait runs
+on the raw cursor, below this event, so it never appears in a capture.
 """
 
 from __future__ import annotations
@@ -37,10 +38,18 @@ class StatementLog:
             print(f"    parameters: {parameters!r}")
 
 
+def engine_target(engine: Engine | AsyncEngine | None) -> Engine | type[Engine]:
+    """Where an engine's events are listened for: a sync engine, an async engine's sync engine,
+    or, for None, the `Engine` class itself (every engine, existing or future)."""
+    if engine is None:
+        return Engine
+    return engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+
 @contextmanager
-def capture_sql(engine: Engine | AsyncEngine) -> Iterator[StatementLog]:
-    """Record every statement `engine` executes inside the block."""
-    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+def capture_sql(engine: Engine | AsyncEngine | None) -> Iterator[StatementLog]:
+    """Record every statement `engine` (None: any engine) executes inside the block."""
+    target = engine_target(engine)
     log = StatementLog()
 
     def record(
