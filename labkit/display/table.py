@@ -94,6 +94,8 @@ class Table:
     def __str__(self) -> str:
         return text_table(self.rows)
 
+    __repr__ = __str__  # a notebook's plain-text view, and a printed list of tables
+
     def _repr_html_(self) -> str:
         return html_table(self.rows)
 

@@ -268,13 +268,16 @@ class SlowCallback:
 
 
 _CORO = re.compile(r"coro=<([\w.<>]+)\(")
+_NAMED_TASK = re.compile(r"<Task \w+ name='([\w.<>]+\.[\w<>]+)'")
+"""A task named for its function: AnyIO names its tasks so, and runs them through a wrapper
+coroutine of its own, so the name says where the time went and the coroutine does not."""
 
 
 def _slow_callback(record: logging.LogRecord) -> SlowCallback | None:
     args = record.args
     if not (isinstance(args, tuple) and len(args) == 2 and "took" in str(record.msg)):
         return None  # another asyncio warning, not a slow callback
-    match = _CORO.search(str(args[0]))
+    match = _NAMED_TASK.search(str(args[0])) or _CORO.search(str(args[0]))
     return SlowCallback(float(args[1]), match.group(1) if match else "callback")  # type: ignore[arg-type]
 
 
