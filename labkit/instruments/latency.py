@@ -30,6 +30,8 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import Pool
 
+from .events import listening
+
 _SLEEP_REGISTERED = "labkit_sleep"
 """Key in a pooled DBAPI connection's ``info``: ``lab_sleep`` is registered on it."""
 
@@ -130,10 +132,7 @@ def latency_everywhere(latency_ms: float) -> Iterator[LatencyEverywhere]:
                 _register_sleep(pooled.dbapi_connection, pooled.info)
         cursor.execute(*call)
 
-    event.listen(Pool, "connect", register_sleep)
-    event.listen(Engine, "before_cursor_execute", wait_first)
-    try:
+    with listening(
+        [(Pool, "connect", register_sleep), (Engine, "before_cursor_execute", wait_first)]
+    ):
         yield done
-    finally:
-        event.remove(Engine, "before_cursor_execute", wait_first)
-        event.remove(Pool, "connect", register_sleep)

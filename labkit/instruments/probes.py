@@ -28,10 +28,11 @@ from typing import Any
 
 import anyio.to_thread
 import httpx
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
+from .events import listening
 from .sqllog import capture_sql
 
 
@@ -204,15 +205,12 @@ def watch_engine(engine: Engine | AsyncEngine | None) -> Iterator[EngineCounts]:
             counts.closed += 1
 
     listeners = {"checkout": checkout, "checkin": checkin, "connect": connect, "close": close}
-    for name, fn in listeners.items():
-        event.listen(pool_target, name, fn)
-    try:
-        with capture_sql(engine) as statements:
+    on_pool = [(pool_target, name, fn) for name, fn in listeners.items()]
+    with listening(on_pool), capture_sql(engine) as statements:
+        try:
             yield counts
-    finally:
-        counts.statements = len(statements)
-        for name, fn in listeners.items():
-            event.remove(pool_target, name, fn)
+        finally:
+            counts.statements = len(statements)
 
 
 async def poll_health(

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .events import listening
 
 
 @dataclass
@@ -57,8 +59,5 @@ def capture_sql(engine: Engine | AsyncEngine | None) -> Iterator[StatementLog]:
     ) -> None:
         log.entries.append((statement, parameters))
 
-    event.listen(target, "before_cursor_execute", record)
-    try:
+    with listening([(target, "before_cursor_execute", record)]):
         yield log
-    finally:
-        event.remove(target, "before_cursor_execute", record)

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.pool import Pool, QueuePool
+
+from .events import listening
 
 
 def pool_capacity(pool: Pool) -> int | None:
@@ -106,10 +108,7 @@ def watch_statement_threads(loop_thread: int | None = None) -> Iterator[Statemen
             with lock:
                 seen.loop_held_s += time.perf_counter() - started
 
-    event.listen(Engine, "before_cursor_execute", before)
-    event.listen(Engine, "after_cursor_execute", after)
-    try:
+    with listening(
+        [(Engine, "before_cursor_execute", before), (Engine, "after_cursor_execute", after)]
+    ):
         yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", before)
-        event.remove(Engine, "after_cursor_execute", after)
