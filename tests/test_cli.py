@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from labkit import SETUPS, sqlite_url
 from labkit.__main__ import is_loopback, main
 from labkit.display.progress import TerminalProgress
 from labkit.servers.uvicorn import drive_elsewhere, served
@@ -131,3 +132,20 @@ def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "threadpool with C=3 >= threads 2 + pool 1 can deadlock" in err
     assert "blocking" not in err
+
+
+@pytest.mark.slow
+def test_the_learners_app_is_served_by_uvicorn_as_it_is(tmp_path: Path) -> None:
+    """``uvicorn labkit.shop.main:app``: no lab code between the server and the app."""
+    with served(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as base:
+        created = {}
+        for setup in SETUPS:
+            new = {"name": "Grace Hopper", "email": f"grace.{setup}@example.com"}
+            response = httpx.post(f"{base}/{setup}/users", json=new)
+            assert response.status_code == 201, response.text
+            created[setup] = response.json()
+        for setup, user in created.items():
+            assert httpx.get(f"{base}/{setup}/users/{user['id']}").json() == user
+        missing = httpx.get(f"{base}/threadpool/users/999999")
+        assert (missing.status_code, missing.json()) == (404, {"detail": "no user with id 999999"})
+        assert "server-timing" not in missing.headers  # the lab's instruments are not there

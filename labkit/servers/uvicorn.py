@@ -40,16 +40,25 @@ def served(
     latency_ms: float = 0.0,
     startup_timeout_s: float = 30.0,
     extra_args: tuple[str, ...] = (),
+    app: str | None = None,
 ) -> Iterator[str]:
     """Run ``python -m labkit serve`` for the block; yield its base URL once ``/health`` answers.
 
+    With `app` (``MODULE:APP``), run ``uvicorn MODULE:APP`` instead: an app as its author serves
+    it, with nothing of the lab's (so no simulated latency either).
     The database URL goes through the environment (``DATABASE_URL``), not the command line,
     where other users of the machine could read a password.
     """
     port = free_port()
     url = make_url(database_url).render_as_string(hide_password=False)
-    command = [sys.executable, "-m", "labkit", "serve", "--port", str(port)]
-    command += ["--latency", str(latency_ms), *extra_args]
+    if app is None:
+        command = [sys.executable, "-m", "labkit", "serve", "--port", str(port)]
+        command += ["--latency", str(latency_ms), *extra_args]
+    elif latency_ms:
+        raise ValueError("simulated latency is the lab's app's option, not uvicorn's")
+    else:
+        command = [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(port)]
+        command += [*extra_args]
     base = f"http://{LOOPBACK}:{port}"
     # stderr to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty server.
     with tempfile.TemporaryFile("w+") as errors:
