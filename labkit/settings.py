@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from .shop.config import DEFAULT_SQLITE_FILE, async_url, configured_url, database_url
+from .shop.config import DEFAULT_SQLITE_FILE, async_url, database_url
 
 DATA_DIR = DEFAULT_SQLITE_FILE.parent
 """The lab's data folder: the seed CSV files (committed) and SQLite files (created on demand)."""
@@ -19,7 +19,6 @@ DATA_DIR = DEFAULT_SQLITE_FILE.parent
 __all__ = [
     "DATA_DIR",
     "async_url",
-    "configured_url",
     "database_url",
     "ensure_sqlite_dir",
     "fresh_sqlite_url",

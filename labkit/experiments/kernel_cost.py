@@ -103,16 +103,6 @@ async def thread_reuse(tasks: int = 200) -> dict[str, TaskThreads]:
     return {"bare": bare, "grouped": grouped}
 
 
-def _calibrate_on_own_loop(
-    url: str | URL | None,
-    setups: Sequence[str],
-    requests: int,
-    repeats: int,
-    options: EngineOptions,
-) -> ThroughputModel:
-    return asyncio.run(calibrate(url, setups, requests=requests, repeats=repeats, options=options))
-
-
 async def calibrate_in_thread(
     database_url: str | URL | None,
     setups: Iterable[str] = SETUPS,
@@ -126,15 +116,8 @@ async def calibrate_in_thread(
     The caller's loop goes on meanwhile (a kernel stays responsive); the app, its engines and
     its worker threads all belong to the other loop and end with it.
     """
-    run = partial(
-        _calibrate_on_own_loop,
-        database_url,
-        list(setups),
-        requests,
-        repeats,
-        options or EngineOptions(),
-    )
-    return await asyncio.to_thread(run)
+    measured = calibrate(database_url, setups, requests=requests, repeats=repeats, options=options)
+    return await asyncio.to_thread(asyncio.run, measured)  # the coroutine runs on that loop
 
 
 async def calibrate_elsewhere(
@@ -242,9 +225,8 @@ async def compare_calibrations(
 def _main() -> None:
     """The subprocess of `calibrate_elsewhere`: a job as JSON on stdin, ``s`` as JSON on stdout."""
     job = json.loads(sys.stdin.read())
-    model = _calibrate_on_own_loop(
-        job["url"], job["setups"], job["requests"], job["repeats"], EngineOptions(**job["options"])
-    )
+    options = EngineOptions(**job.pop("options"))
+    model = asyncio.run(calibrate(job.pop("url"), job.pop("setups"), **job, options=options))
     print(json.dumps(dict(model.cpu_s)))
 
 

@@ -40,6 +40,8 @@ LOOP_HELD_SHARE = 0.5
 CPU_BUSY_SHARE = 0.7
 """The CPU is the limit when the process was busy this share of one core or more (one
 interpreter lock: its Python runs on one core at a time; other programs may take the rest)."""
+SHARED_COLUMNS = ("ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms")
+"""The columns a probe's rows take from the load driver's `LoadResult.row`."""
 SCALING = 0.6
 """Throughput "grew with the clients" when it grew at least this share of the clients' growth."""
 
@@ -279,17 +281,13 @@ class ProbeReport:
         for path, points in self.by_path().items():
             for point in points:
                 result, pool = point.result, point.pool
+                measured = result.row()  # the load driver's own columns, named as in bench
                 rows.append(
                     {
                         "path": path,
                         "C": point.concurrency,
                         "L_ms": self.latency_ms,
-                        "ok": result.ok,
-                        "failed": result.failed,
-                        "rps": result.throughput,
-                        "p50_ms": result.p50_ms,
-                        "p99_ms": result.p99_ms,
-                        "lag_p99_ms": result.lag_p99_ms,
+                        **{name: measured[name] for name in SHARED_COLUMNS},
                         "stmts": point.statements.statements / result.requests,
                         "peak_conns": point.conns.peak_checked_out,
                         "pool": float("nan") if pool is None else pool,
