@@ -18,6 +18,7 @@ from labkit import SETUPS, EngineOptions, lab_client
 from labkit.display.table import table
 from labkit.experiments.grid import Grid, calibrate, run_grid
 from labkit.experiments.load import route_for, run_load
+from labkit.experiments.model import ThroughputModel
 from labkit.experiments.results import LoadResult
 from labkit.instruments.probes import LagTrace
 from labkit.instruments.server_timing import format_server_timing
@@ -266,6 +267,28 @@ async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:
     times = list(asynchronous.lag.times_s)
     assert times == sorted(times)  # the slices' traces end to end
     assert asynchronous.health_s is not None
+
+
+async def test_grid_measures_again_only_the_points_the_model_calls_implausibly_slow(
+    db_url,
+) -> None:
+    # A model that thinks the threadpool setup costs nothing: its bound is out of reach, so
+    # every threadpool point is doubted; the async setup's bound is one it reaches.
+    model = ThroughputModel({"threadpool": 1e-9, "async": 0.5}, pool=15)
+    said: list[str] = []
+    grid = await run_grid(
+        db_url, ["threadpool", "async"], [1], [0], requests=5, model=model, recheck=2,
+        say=said.append,
+    )  # fmt: skip
+    assert [r.setup for r in grid.doubtful()] == ["threadpool"]
+    assert len(said) == 2 and all("threadpool C=1 L=0 ms" in line for line in said)
+    assert not any("async" in line for line in said)
+    assert said[0].startswith("measured again (1 of 2)") and said[1].startswith("measured again (2")
+    assert all(r.ok == 5 for r in grid)  # re-measured points replace the first run, not add to it
+    quiet: list[str] = []
+    await run_grid(db_url, ["async"], [1], [0], requests=5, model=model, recheck=2,
+                   say=quiet.append)  # fmt: skip
+    assert quiet == []
 
 
 async def test_grid_needs_either_requests_or_seconds(db_url) -> None:
