@@ -70,9 +70,12 @@ class Grid:
             return float("nan")
         return self.model.throughput(result.setup, result.concurrency, result.latency_ms / 1000)
 
-    def doubtful(self, below: float = DOUBTFUL_BELOW) -> list[LoadResult]:
-        """Points under `below` of the model's bound: implausibly slow by the model's account."""
-        return [r for r in self.results if r.throughput < below * self.model_rps(r)]
+    def doubtful(self) -> list[LoadResult]:
+        """Points under `DOUBTFUL_BELOW` of the model's bound: implausibly slow by its account.
+
+        Without a model every bound is NaN, so no point is doubted.
+        """
+        return [r for r in self.results if r.throughput < DOUBTFUL_BELOW * self.model_rps(r)]
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -224,9 +227,9 @@ async def run_grid(
             progress=progress,
         )
 
-    async def measure(points: Iterable[tuple[str, int, float]]) -> None:
-        """Run these points, one fresh app per latency, into `merged` (replacing earlier runs)."""
-        for latency in latencies_ms:
+    async def measure(points: Sequence[tuple[str, int, float]]) -> None:
+        """Run these points, one fresh app per latency among them; the grid keeps the last run."""
+        for latency in dict.fromkeys(point[2] for point in points):
             app = create_app(database_url, replace(options, latency_ms=latency), threads=threads)
             async with lab_client(app) as client:
                 slice_of = {
@@ -234,15 +237,14 @@ async def run_grid(
                     for point in points
                     if point[2] == latency
                 }
-                if slice_of:
-                    merged.update(await take_turns(slice_of, rounds))
+                merged.update(await take_turns(slice_of, rounds))
+        grid.results = list(merged.values())
 
     merged: dict[tuple[str, int, float], LoadResult] = {}
     try:
-        await measure(counts)
+        await measure(list(counts))
         for attempt in range(recheck):
-            grid.results = list(merged.values())
-            doubted = grid.doubtful() if grid.model is not None else []
+            doubted = grid.doubtful()
             if not doubted:
                 break
             if progress is not None:
@@ -260,7 +262,6 @@ async def run_grid(
     finally:
         if progress is not None:
             progress.close()
-    grid.results = list(merged.values())
     return grid
 
 
