@@ -20,7 +20,8 @@ from .instrumented.app import create_app
 from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from .instruments.ledger import LedgerSession, SessionLedger
 from .instruments.sqllog import StatementLog, capture_sql
-from .settings import async_url, database_url, fresh_sqlite_url, safe_url, sqlite_url
+from .scratch import describe_database, fresh_database
+from .settings import async_url, database_url, safe_url, sqlite_url
 from .shop.models import Base, Post, User, UserCreate, UserOut
 
 __all__ = [
@@ -45,7 +46,8 @@ __all__ = [
     "capture_sql",
     "create_app",
     "database_url",
-    "fresh_sqlite_url",
+    "describe_database",
+    "fresh_database",
     "lab_client",
     "run_grid",
     "run_load",

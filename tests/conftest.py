@@ -1,14 +1,11 @@
-"""Fixtures shared by labkit's tests: a database of the test's own, and the running app; and which
-tests are slow.
+"""Fixtures shared by labkit's tests: a database of the test's own, and the running app.
 
-``pytest -m "not slow"`` is the quick loop. Slow are the notebooks (nbval's items, and the
-tests that run or serve them), every test that works on PostgreSQL, and the tests marked
-``@pytest.mark.slow`` by hand: timing experiments that wait out pool timeouts, and servers.
+Which tests are slow, and what the notebooks need, is decided in the conftest.py beside
+`notebooks/` and `tests/`, which pytest reads for both.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
-from support import REQUIRE_POSTGRES, database_of_own, postgres_or_skip, selected_backend
+from support import database_of_own, postgres_or_skip
 
 from labkit import EngineOptions, create_app, lab_client
-from labkit.servers.postgres import NoPostgres, PostgresServer, find_server
+from labkit.scratch import selected_backend
+from labkit.servers.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -69,46 +67,3 @@ async def app_client(
     app = make_app()
     async with lab_client(app) as client:
         yield app, client
-
-
-SLOW_FILES = {"test_notebooks_rerun.py", "test_jupyter_serves_notebooks.py"}
-"""Test files that run the notebooks or serve them: as slow as the notebooks themselves."""
-
-POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
-
-
-def is_slow(item: pytest.Item) -> bool:
-    """A notebook's cell, a test that runs or serves notebooks, or one that works on PostgreSQL
-    (through its fixtures, or as the ``postgresql`` case of `support.every_backend`)."""
-    if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
-        return True
-    if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
-        return True
-    callspec = getattr(item, "callspec", None)
-    return callspec is not None and callspec.params.get("db_url") == "postgresql"
-
-
-POSTGRES_NOTEBOOKS = {"05_postgres_and_pools.ipynb"}
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
-    """Mark the slow tests, before ``-m`` deselects by marker. Then, of the tests left, skip the
-    PostgreSQL notebook's cells, with the reason, where no server can be found (so a run that
-    leaves the notebooks out never looks for one).
-
-    Under LAB_REQUIRE_POSTGRES nothing is skipped: the notebook then fails at its first
-    PostgreSQL cell, with the same reason, and CI goes red.
-    """
-    for item in items:
-        if is_slow(item):
-            item.add_marker(pytest.mark.slow)
-    yield
-    needing = [item for item in items if item.path.name in POSTGRES_NOTEBOOKS]
-    if not needing or os.environ.get(REQUIRE_POSTGRES):
-        return
-    try:
-        find_server()
-    except NoPostgres as exc:
-        for item in needing:
-            item.add_marker(pytest.mark.skip(reason=str(exc)))

@@ -15,10 +15,12 @@ from typing import NoReturn
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from labkit import AsyncDatabase, SyncDatabase, sqlite_url
+from labkit.scratch import BACKENDS
 from labkit.servers.postgres import (
+    REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
     find_server,
@@ -26,22 +28,9 @@ from labkit.servers.postgres import (
     scratch_database,
 )
 
-REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
-"""Set (as CI does) so a missing PostgreSQL server fails the tests that need it, not skips them."""
-
-BACKENDS = ("sqlite", "postgresql")
-
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 """Run a test (or a module, as ``pytestmark``) once per backend, whatever `DATABASE_URL` says:
 for promises the two keep differently (PostgreSQL cannot store NUL, for one)."""
-
-
-def selected_backend() -> str:
-    """The backend `DATABASE_URL` selects: ``postgresql`` for a PostgreSQL URL, else ``sqlite``."""
-    url = os.environ.get("DATABASE_URL")
-    if url and make_url(url).get_backend_name() == "postgresql":
-        return "postgresql"
-    return "sqlite"
 
 
 def cannot_run(reason: str) -> NoReturn:

@@ -9,6 +9,7 @@ on the raw cursor, below this event, so it never appears in a capture.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,17 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .events import listening
+
+PLACEHOLDER = re.compile(r"\?|%\(\w+\)s|\$\d+")
+"""A bound parameter as each driver takes it: ``?`` (sqlite3), ``%(name)s`` (psycopg), ``$1``
+(asyncpg); on PostgreSQL SQLAlchemy may add a cast after it (``::VARCHAR``)."""
+CAST = re.compile(r"::[A-Z]+(\[\])?")
+
+
+def driver_neutral(statement: str) -> str:
+    """The statement on one line with every placeholder written ``?`` and no casts after them:
+    the same query sent through two drivers compares equal."""
+    return CAST.sub("", PLACEHOLDER.sub("?", " ".join(statement.split())))
 
 
 @dataclass
@@ -29,6 +41,12 @@ class StatementLog:
     @property
     def statements(self) -> list[str]:
         return [statement for statement, _ in self.entries]
+
+    def values(self, index: int) -> tuple[Any, ...]:
+        """Statement `index`'s parameter values in order, whichever style the driver takes them
+        in: a tuple (sqlite3, asyncpg) or a dict by name, in the statement's order (psycopg)."""
+        parameters = self.entries[index][1]
+        return tuple(parameters.values()) if isinstance(parameters, dict) else tuple(parameters)
 
     def __len__(self) -> int:
         return len(self.entries)

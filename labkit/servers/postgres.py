@@ -35,6 +35,9 @@ from sqlalchemy.engine import URL, make_url
 
 from ..settings import database_url, safe_url
 
+REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
+"""Set (as CI does) so that where no server is found, the tests and notebooks that need one fail
+instead of being skipped."""
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOW_TO_GET_ONE = (
     "To run the PostgreSQL parts: set DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB, "
@@ -60,7 +63,7 @@ class PostgresServer:
         return f"PostgreSQL at {safe_url(self.url)} ({self.origin})"
 
 
-def _libpq(url: URL) -> str:
+def libpq_url(url: URL) -> str:
     """The URL as psycopg's own connection string (no SQLAlchemy driver name)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -68,7 +71,7 @@ def _libpq(url: URL) -> str:
 def _answers(url: URL) -> str | None:
     """None if a connection to `url` works, else the reason it does not (password masked)."""
     try:
-        with psycopg.connect(_libpq(url), connect_timeout=3):
+        with psycopg.connect(libpq_url(url), connect_timeout=3):
             return None
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -216,11 +219,11 @@ def run_admin(server: PostgresServer, sql: str) -> None:
     ``CREATE DATABASE`` and ``DROP DATABASE`` cannot run inside one. The SQL is the lab's own
     (database names it chose), never user input.
     """
-    with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(server.url), autocommit=True) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-def fresh_database(server: PostgresServer, name: str) -> URL:
+def fresh_postgres_database(server: PostgresServer, name: str) -> URL:
     """An empty database `name` on `server`: any earlier one of that name is dropped first.
 
     The PostgreSQL counterpart of `settings.fresh_sqlite_url`: a notebook that runs again, or
@@ -241,7 +244,7 @@ def scratch_database(server: PostgresServer, prefix: str = "lab") -> Iterator[UR
     """A new database with a random name on `server` for the block; dropped afterwards."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     try:
-        yield fresh_database(server, name)
+        yield fresh_postgres_database(server, name)
     finally:
         drop_database(server, name)
 
@@ -272,7 +275,7 @@ def watch_server_connections(
     query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
 
     def sample() -> None:
-        with psycopg.connect(_libpq(server.url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(server.url), autocommit=True) as conn:
             while True:
                 seen.samples.append(conn.execute(query, (database,)).fetchone()[0])
                 if stop.wait(every_s):
