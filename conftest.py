@@ -60,24 +60,34 @@ POSTGRES_NOTEBOOKS = {"05_postgres_and_pools.ipynb"}
 """The notebook about PostgreSQL. Under a PostgreSQL `DATABASE_URL`, every notebook needs one."""
 
 
+SQLITE_NOTEBOOKS = {"04_concurrent_requests.ipynb"}
+"""Notebooks that run on SQLite whatever `DATABASE_URL` says: a run on PostgreSQL repeats the
+SQLite run exactly, so it skips them (the timing notebook would cost a minute, for nothing)."""
+
+
 def needs_postgres(item: pytest.Item) -> bool:
-    if item.path.suffix != ".ipynb":
+    if item.path.suffix != ".ipynb" or item.path.name in SQLITE_NOTEBOOKS:
         return False
     return item.path.name in POSTGRES_NOTEBOOKS or selected_backend() == "postgresql"
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
-    """Mark the slow tests, before ``-m`` deselects by marker. Then, of the tests left, skip the
-    notebook cells that need PostgreSQL, with the reason, where no server can be found (so a run
-    that leaves the notebooks out never looks for one).
+    """Mark the slow tests, before ``-m`` deselects by marker, and on PostgreSQL skip the
+    notebooks that keep SQLite. Then, of the tests left, skip the notebook cells that need
+    PostgreSQL, with the reason, where no server can be found (so a run that leaves the
+    notebooks out never looks for one).
 
-    Under LAB_REQUIRE_POSTGRES nothing is skipped: the notebook then fails at its first
-    PostgreSQL cell, with the same reason, and CI goes red.
+    Under LAB_REQUIRE_POSTGRES nothing that needs PostgreSQL is skipped: the notebook then fails
+    at its first PostgreSQL cell, with the same reason, and CI goes red.
     """
+    on_postgres = selected_backend() == "postgresql"
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+        if on_postgres and item.path.name in SQLITE_NOTEBOOKS:
+            reason = "runs on SQLite whatever DATABASE_URL says: the run without it checks it"
+            item.add_marker(pytest.mark.skip(reason=reason))
     yield
     needing = [item for item in items if needs_postgres(item)]
     if not needing or os.environ.get(REQUIRE_POSTGRES):

@@ -7,20 +7,19 @@ A Jupyter kernel runs its event loop with ``run_forever`` and each cell as a tas
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL
 
-from labkit import create_app, lab_client
+from labkit import create_app
 from labkit.experiments.kernel_cost import (
     calibrate_elsewhere,
     compare_calibrations,
     thread_reuse,
+    worker_threads_used,
 )
-from labkit.instruments.events import listening
 
 T = TypeVar("T")
 
@@ -71,25 +70,7 @@ def test_on_a_kernels_loop_the_lab_app_reuses_its_worker_threads(db_url: URL) ->
     """Its requests run in the lifespan's task group, so a `def` route's thread is reused.
 
     Before that, requests ran in bare tasks: each started a worker thread of its own, which
-    added about a third to the sync setups' ``s`` in a kernel. Counted, not timed: a ratio of
-    times told the two apart by too little to hold on a busy machine.
+    added about a third to the sync setups' ``s`` in a kernel.
     """
-    requests = 30
-    marks = threading.local()
-    new_threads = 0
-
-    def count_new_thread(*_args: Any) -> None:
-        nonlocal new_threads
-        if not getattr(marks, "seen", False):
-            marks.seen = True
-            new_threads += 1
-
-    async def one_request_after_another() -> None:
-        async with lab_client(create_app(db_url)) as client:
-            await client.get("/threadpool/users/1")  # the first thread, before counting
-            with listening([(Engine, "before_cursor_execute", count_new_thread)]):
-                for _ in range(requests):
-                    (await client.get("/threadpool/users/1")).raise_for_status()
-
-    like_a_kernel(one_request_after_another())
-    assert new_threads <= 2, f"{new_threads} new worker threads for {requests} requests"
+    threads = like_a_kernel(worker_threads_used(create_app(db_url), requests=30))
+    assert threads <= 2, f"30 requests ran on {threads} worker threads"

@@ -15,6 +15,8 @@ handling, debugpy and the garbage collector add nothing measurable). labkit's
 
 - `thread_reuse`: the cause, measured on the running loop: worker threads started, and time, per
   task, for bare tasks and for tasks in a task group;
+- `worker_threads_used`: the same cause, counted on an app: the worker threads its ``def``
+  route ran on for requests sent one after another;
 - `calibrate_in_thread`: `calibrate` on an event loop of its own (``asyncio.run`` in a thread),
   in this process: the terminal's ``s`` from a notebook;
 - `calibrate_elsewhere`: `calibrate` in a fresh ``python`` process;
@@ -39,9 +41,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
-from sqlalchemy.engine import URL, make_url
+from fastapi import FastAPI
+from sqlalchemy.engine import URL, Engine, make_url
 
+from ..client import lab_client
 from ..instrumented.databases import EngineOptions
+from ..instruments.events import listening
 from .grid import calibrate
 from .model import ThroughputModel
 from .setups import SETUPS
@@ -101,6 +106,33 @@ async def thread_reuse(tasks: int = 200) -> dict[str, TaskThreads]:
     async with anyio.create_task_group() as group:
         grouped = await _tasks_on_threads(tasks, group)
     return {"bare": bare, "grouped": grouped}
+
+
+async def worker_threads_used(
+    app: FastAPI, requests: int = 30, path: str = "/threadpool/users/1"
+) -> int:
+    """How many worker threads `app`'s sync route at `path` ran on, for `requests` requests sent
+    one after another on the running loop: 1 when one thread serves them all, `requests` when
+    each starts a thread of its own. (One request before them starts the first thread.)
+
+    Counted, not timed: a thread started per request costs a fifth to a third of a sync setup's
+    ``s``, which is about as much as two runs on a shared machine can differ by anyway.
+    """
+    seen = threading.local()
+    threads = 0
+
+    def count_thread(*_args: Any) -> None:
+        nonlocal threads
+        if not getattr(seen, "before", False):
+            seen.before = True
+            threads += 1
+
+    async with lab_client(app) as client:
+        (await client.get(path)).raise_for_status()
+        with listening([(Engine, "before_cursor_execute", count_thread)]):
+            for _ in range(requests):
+                (await client.get(path)).raise_for_status()
+    return threads
 
 
 async def calibrate_in_thread(
