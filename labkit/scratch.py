@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from .servers.postgres import PostgresServer, find_server, fresh_postgres_database, libpq_url
+from .servers.postgres import PostgresServer, drop_database, find_server, fresh_postgres_database
 from .settings import DATA_DIR, fresh_sqlite_url
 
 BACKENDS = ("sqlite", "postgresql")
@@ -58,18 +58,6 @@ def fresh_database(name: str, backend: str | None = None) -> URL:
     return url
 
 
-DROPPER = """
-import json, sys
-import psycopg
-from psycopg import sql
-where = json.loads(sys.stdin.readline())
-sys.stdin.read()  # returns when the process that started this one has ended, however it ended
-with psycopg.connect(where["server"], autocommit=True) as conn:
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-    conn.execute(drop.format(sql.Identifier(where["database"])))
-"""
-"""Drops one database once the process that started it has ended (see `_drop_when_done`)."""
-
 _droppers: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
 
 
@@ -78,25 +66,34 @@ def _drop_when_done(server: PostgresServer, database: str) -> None:
 
     Exit handlers are not enough: a kernel is often killed rather than asked to exit (nbval
     kills its kernels; so does Jupyter's "kill"), and a killed process runs none. So a small
-    process of its own, in a session of its own (a kernel is killed with its process group),
-    waits on a pipe only this process holds open. When this process ends, however it ends, the
-    pipe closes and that process drops the database. The server's URL goes through the pipe,
-    not the command line, where `ps` would show its password.
+    process of its own (`drop_after_stdin`), in a session of its own (a kernel is killed with
+    its process group), waits on a pipe only this process holds open. When this process ends,
+    however it ends, the pipe closes and that process drops the database. The server's URL
+    goes through the pipe, not the command line, where `ps` would show its password.
     """
     key = (str(server.url), database)
     if key in _droppers:
         return
     dropper = subprocess.Popen(
-        [sys.executable, "-c", DROPPER],
+        [sys.executable, "-c", f"from {__name__} import drop_after_stdin; drop_after_stdin()"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
     assert dropper.stdin is not None
-    where = {"server": libpq_url(server.url), "database": database}
-    dropper.stdin.write(json.dumps(where).encode() + b"\n")
+    job = {"server": server.url.render_as_string(hide_password=False), "database": database}
+    dropper.stdin.write(json.dumps(job).encode() + b"\n")
     dropper.stdin.flush()
     _droppers[key] = dropper  # holds the pipe open for as long as this process lives
+
+
+def drop_after_stdin() -> None:
+    """The process `_drop_when_done` starts: the job as a line of JSON on stdin, then the wait
+    for the end of stdin, which comes when the process that started this one has ended."""
+    job = json.loads(sys.stdin.readline())
+    sys.stdin.read()
+    server = PostgresServer(make_url(job["server"]), "the server of an ended kernel")
+    drop_database(server, job["database"])
 
 
 def describe_database(url: URL, *, fixed: bool = False) -> str:
