@@ -58,6 +58,14 @@ def fresh_database(name: str, backend: str | None = None) -> URL:
     return url
 
 
+DROPPER = (
+    "import sys; job = sys.stdin.readline(); sys.stdin.read(); "
+    f"from {__name__} import drop_job; drop_job(job)"
+)
+"""The program of `_drop_when_done`'s process: read the job, wait for the end of stdin (when the
+process that started it has ended), and only then import labkit, so it costs a running kernel
+no CPU."""
+
 _droppers: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
 
 
@@ -66,16 +74,16 @@ def _drop_when_done(server: PostgresServer, database: str) -> None:
 
     Exit handlers are not enough: a kernel is often killed rather than asked to exit (nbval
     kills its kernels; so does Jupyter's "kill"), and a killed process runs none. So a small
-    process of its own (`drop_after_stdin`), in a session of its own (a kernel is killed with
-    its process group), waits on a pipe only this process holds open. When this process ends,
-    however it ends, the pipe closes and that process drops the database. The server's URL
-    goes through the pipe, not the command line, where `ps` would show its password.
+    process of its own (`DROPPER`), in a session of its own (a kernel is killed with its process
+    group), waits on a pipe only this process holds open. When this process ends, however it
+    ends, the pipe closes and that process drops the database. The server's URL goes through
+    the pipe, not the command line, where `ps` would show its password.
     """
     key = (str(server.url), database)
     if key in _droppers:
         return
     dropper = subprocess.Popen(
-        [sys.executable, "-c", f"from {__name__} import drop_after_stdin; drop_after_stdin()"],
+        [sys.executable, "-c", DROPPER],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
@@ -87,13 +95,11 @@ def _drop_when_done(server: PostgresServer, database: str) -> None:
     _droppers[key] = dropper  # holds the pipe open for as long as this process lives
 
 
-def drop_after_stdin() -> None:
-    """The process `_drop_when_done` starts: the job as a line of JSON on stdin, then the wait
-    for the end of stdin, which comes when the process that started this one has ended."""
-    job = json.loads(sys.stdin.readline())
-    sys.stdin.read()
-    server = PostgresServer(make_url(job["server"]), "the server of an ended kernel")
-    drop_database(server, job["database"])
+def drop_job(job: str) -> None:
+    """Drop the database a `_drop_when_done` job names (a line of JSON: server URL, database)."""
+    where = json.loads(job)
+    server = PostgresServer(make_url(where["server"]), "the server of an ended kernel")
+    drop_database(server, where["database"])
 
 
 def describe_database(url: URL, *, fixed: bool = False) -> str:

@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from labkit.scratch import describe_database, fresh_database, selected_backend
 from labkit.servers.postgres import PostgresServer, libpq_url
@@ -56,14 +57,7 @@ def test_an_unknown_backend_is_refused() -> None:
 
 
 def test_the_description_never_shows_a_password() -> None:
-    url = fresh_database("test_scratch", "sqlite").set(
-        drivername="postgresql+psycopg",
-        username="lab",
-        password="hunter2-secret",
-        host="db.internal",
-        port=5432,
-        database="lab_test_scratch",
-    )
+    url = make_url("postgresql+psycopg://lab:hunter2-secret@db.internal:5432/lab_test_scratch")
     said = describe_database(url)
     assert "hunter2" not in said
     assert said.startswith("This run uses PostgreSQL: database lab_test_scratch on lab@db.internal")
