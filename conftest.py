@@ -56,11 +56,11 @@ def is_slow(item: pytest.Item) -> bool:
     return callspec is not None and callspec.params.get("db_url") == "postgresql"
 
 
-POSTGRES_NOTEBOOKS = {"05_postgres_and_pools.ipynb"}
+POSTGRES_NOTEBOOKS = {"06_postgres_and_pools.ipynb"}
 """The notebook about PostgreSQL. Under a PostgreSQL `DATABASE_URL`, every notebook needs one."""
 
 
-SQLITE_NOTEBOOKS = {"04_concurrent_requests.ipynb"}
+SQLITE_NOTEBOOKS = {"05_concurrent_requests.ipynb"}
 """Notebooks that run on SQLite whatever `DATABASE_URL` says: a run on PostgreSQL repeats the
 SQLite run exactly, so it skips them (the timing notebook would cost a minute, for nothing)."""
 

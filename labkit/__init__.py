@@ -8,23 +8,50 @@
 - `labkit.experiments`: the load driver, the grid, the throughput model, the ceilings, `probe`;
 - `labkit.display`: tables, plots and progress bars for the experiments' results;
 - `labkit.servers`: PostgreSQL servers and uvicorn processes.
+
+A notebook's setup cell takes what it uses from here, and its plots from `labkit.display.plots`
+(kept apart so that a process that only serves or measures never imports matplotlib). The
+learner's app itself is imported as modules, `from labkit.shop import threadpool`, since the
+notebooks print it.
 """
 
 from .client import lab_client
-from .experiments.grid import Grid, calibrate, run_grid
+from .display.progress import auto_progress
+from .display.table import Table, table
+from .experiments.ceilings import (
+    async_session_gets,
+    connection_costs,
+    raw_sqlite_lookups,
+    session_gets,
+)
+from .experiments.grid import Grid, calibrate, run_grid, take_turns
+from .experiments.kernel_cost import compare_calibrations, thread_reuse, worker_threads_used
 from .experiments.load import run_load
 from .experiments.model import ThroughputModel
 from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
+from .instrumented import lessons
 from .instrumented.app import create_app
 from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
+from .instrumented.lessons import (
+    Timeline,
+    author_listing_app,
+    commit_after_yield_app,
+    connection_release_app,
+)
 from .instruments.ledger import LedgerSession, SessionLedger
-from .instruments.sqllog import StatementLog, capture_sql
+from .instruments.probes import catch_slow_callbacks, collect_log, health_during
+from .instruments.server_timing import parse_server_timing
+from .instruments.sqllog import StatementLog, capture_sql, driver_neutral
 from .scratch import describe_database, fresh_database
-from .settings import async_url, database_url, safe_url, sqlite_url
+from .seed import create_and_seed, seed_users
+from .servers.postgres import drop_database, find_server, watch_server_connections
+from .servers.uvicorn import drive_elsewhere, served
+from .settings import DATA_DIR, async_url, database_url, safe_url, sqlite_url
 from .shop.models import Base, Post, User, UserCreate, UserOut
 
 __all__ = [
+    "DATA_DIR",
     "SETUPS",
     "AsyncDatabase",
     "Base",
@@ -37,20 +64,48 @@ __all__ = [
     "Setup",
     "StatementLog",
     "SyncDatabase",
+    "Table",
     "ThroughputModel",
+    "Timeline",
     "User",
     "UserCreate",
     "UserOut",
+    "async_session_gets",
     "async_url",
+    "author_listing_app",
+    "auto_progress",
     "calibrate",
     "capture_sql",
+    "catch_slow_callbacks",
+    "collect_log",
+    "commit_after_yield_app",
+    "compare_calibrations",
+    "connection_costs",
+    "connection_release_app",
+    "create_and_seed",
     "create_app",
     "database_url",
     "describe_database",
+    "drive_elsewhere",
+    "driver_neutral",
+    "drop_database",
+    "find_server",
     "fresh_database",
+    "health_during",
     "lab_client",
+    "lessons",
+    "parse_server_timing",
+    "raw_sqlite_lookups",
     "run_grid",
     "run_load",
     "safe_url",
+    "seed_users",
+    "served",
+    "session_gets",
     "sqlite_url",
+    "table",
+    "take_turns",
+    "thread_reuse",
+    "watch_server_connections",
+    "worker_threads_used",
 ]

@@ -176,7 +176,7 @@ def _peak_rss_mb() -> float:
 
 async def bench(args: argparse.Namespace) -> int:
     # Sized to the largest concurrency unless told otherwise: with SQLAlchemy's 5 + 10, the
-    # blocking setup deadlocks above 15 clients, the threadpool setup from 55 (notebook 04).
+    # blocking setup deadlocks above 15 clients, the threadpool setup from 55 (notebook 05).
     largest = max(args.concurrency)
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
     pool = options.pool

@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-TIMING_NOTEBOOKS = {"04_concurrent_requests.ipynb", "05_postgres_and_pools.ipynb"}
+TIMING_NOTEBOOKS = {"05_concurrent_requests.ipynb", "06_postgres_and_pools.ipynb"}
 RERUN = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in TIMING_NOTEBOOKS)
 
 

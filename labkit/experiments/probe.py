@@ -237,7 +237,7 @@ def verdict(points: Sequence[ProbePoint]) -> str:
 def stall(points: Sequence[ProbePoint], concurrency: int) -> str | None:
     """Why `concurrency` clients would stall this path in its pool (None if they would not).
 
-    Notebook 04's two deadlocks, told from the path's points so far: past the pool's size, a
+    Notebook 05's two deadlocks, told from the path's points so far: past the pool's size, a
     route holding the loop waits on the loop for a connection only the loop could give back;
     from ``threads + pool`` requests, a ``def`` route's threads all wait for connections whose
     sessions wait for a thread to close them. Each stall lasts the pool's timeout, and recurs.
