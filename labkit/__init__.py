@@ -25,7 +25,12 @@ from .experiments.ceilings import (
     session_gets,
 )
 from .experiments.grid import Grid, calibrate, run_grid, take_turns
-from .experiments.kernel_cost import compare_calibrations, thread_reuse, worker_threads_used
+from .experiments.kernel_cost import (
+    compare_calibrations,
+    nest_asyncio_cost,
+    thread_reuse,
+    worker_threads_used,
+)
 from .experiments.load import run_load
 from .experiments.model import ThroughputModel
 from .experiments.results import LoadResult
@@ -38,6 +43,7 @@ from .instrumented.lessons import (
     author_listing_app,
     commit_after_yield_app,
     connection_release_app,
+    refresh_after_commit_app,
 )
 from .instruments.ledger import LedgerSession, SessionLedger
 from .instruments.probes import catch_slow_callbacks, collect_log, health_during
@@ -94,8 +100,10 @@ __all__ = [
     "health_during",
     "lab_client",
     "lessons",
+    "nest_asyncio_cost",
     "parse_server_timing",
     "raw_sqlite_lookups",
+    "refresh_after_commit_app",
     "run_grid",
     "run_load",
     "safe_url",

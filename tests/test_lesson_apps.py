@@ -1,4 +1,5 @@
-"""The lesson apps: where a commit after ``yield`` fails, what lazy loading costs a listing, and
+"""The lesson apps: where a commit after ``yield`` fails, what a route that returns the new user
+needs, how long a refresh after commit keeps a connection, what lazy loading costs a listing, and
 when a ``def`` route's connection goes back to the pool."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from labkit.instrumented.lessons import (
     author_listing_app,
     commit_after_yield_app,
     connection_release_app,
+    refresh_after_commit_app,
 )
 from labkit.instruments.probes import collect_log
 from labkit.seed import create_and_seed
@@ -73,6 +75,73 @@ async def test_commit_after_yield_saves_a_new_user_in_either_scope(database, sco
         response = await client.post(f"/{scope}-scope/users", json=new)
     assert response.status_code == 201
     assert count_with_email(database, new["email"]) == 1
+
+
+NEW = {"name": "Alan Turing", "email": "alan@example.com"}
+
+
+async def test_function_scope_route_returning_an_unflushed_user_answers_500_and_saves_nothing(
+    database,
+) -> None:
+    timeline = Timeline()
+    app = commit_after_yield_app(database, timeline)
+    async with lab_client(app, raise_app_exceptions=False) as client:
+        response = await client.post("/function-scope/unflushed/users", json=NEW)
+    assert response.status_code == 500
+    assert timeline.events[-1] == (
+        "server: the app raised ResponseValidationError: "
+        "response.id: Input should be a valid integer (got None)"
+    )
+    assert not [event for event in timeline.events if event.startswith("dependency:")]
+    assert count_with_email(database, NEW["email"]) == 0
+    assert_nothing_held(database)
+
+
+async def test_function_scope_route_that_flushes_answers_the_new_id_and_409_for_a_duplicate(
+    database,
+) -> None:
+    timeline = Timeline()
+    async with lab_client(commit_after_yield_app(database, timeline)) as client:
+        created = await client.post("/function-scope/flushed/users", json=NEW)
+        committed_before_sent = timeline.events[-2:] == [
+            "dependency: committed",
+            "server: response sent to the client, status 201",
+        ]
+        timeline.clear()
+        duplicate = await client.post("/function-scope/flushed/users", json=TAKEN)
+    assert created.status_code == 201 and committed_before_sent
+    with database.SessionLocal() as session:
+        stored = session.scalar(select(User.id).where(User.email == NEW["email"]))
+    assert created.json() == {"id": stored, **NEW}
+    assert duplicate.status_code == 409
+    assert timeline.events == [
+        "route: flush failed (IntegrityError), raises 409",
+        "server: response sent to the client, status 409",
+    ]
+    assert count_with_email(database, TAKEN["email"]) == 1
+    assert_nothing_held(database)
+
+
+@pytest.mark.parametrize(
+    ("path", "checked_out_while_sending", "checkouts"),
+    [("/refreshed/users", 1, 2), ("/threadpool/users", 0, 1)],
+)
+async def test_refresh_after_commit_keeps_a_connection_until_the_request_ends(
+    database, path: str, checked_out_while_sending: int, checkouts: int
+) -> None:
+    timeline = Timeline()
+    async with lab_client(refresh_after_commit_app(database, timeline)) as client:
+        response = await client.post(path, json=NEW)
+    assert response.status_code == 201 and response.json()["email"] == NEW["email"]
+    in_use = f"(connections checked out: {checked_out_while_sending})"
+    sent = f"server: response sent to the client, status 201 {in_use}"
+    returned = "pool: the connection goes back to the pool"
+    after_sent = timeline.events[timeline.events.index(sent) + 1 :]
+    assert after_sent.count(returned) == checked_out_while_sending
+    assert timeline.events.count("pool: a connection is checked out") == checkouts
+    assert after_sent[-1] == "server: request ended (connections checked out: 0)"
+    assert count_with_email(database, NEW["email"]) == 1
+    assert_nothing_held(database)
 
 
 async def test_lazy_listing_sends_one_query_per_author_and_selectin_two(database) -> None:

@@ -296,23 +296,3 @@ async def test_grid_needs_either_requests_or_seconds(db_url) -> None:
         await run_grid(db_url, ["async"], [1], [0])
     with pytest.raises(ValueError, match="needs the model"):
         await run_grid(db_url, ["async"], [1], [0], seconds=0.1)
-
-
-async def test_results_plot_themselves() -> None:
-    import matplotlib.pyplot as plt
-
-    from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_result
-
-    async with client_for(fake_app(0.005, 0.02, block=True)) as client:
-        result = await run_load(client, "/users/{id}", requests=20, concurrency=2)
-        result.health_s = result.response_times_s  # any series of waits will do for the drawing
-    figures = [
-        plot_result(result),
-        plot_lag([result]),
-        plot_latency([result]),
-        plot_health([result]),
-    ]
-    for figure in figures:
-        for ax in figure.axes:
-            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-        plt.close(figure)

@@ -95,9 +95,10 @@ async def test_two_requests_get_two_distinct_sessions(app_client, caplog) -> Non
         caplog.clear()
         await client.get(f"/{setup}/users/1")
         await client.get(f"/{setup}/users/2")
-        events = [r.getMessage() for r in caplog.records]
-        numbers = [int(m.split()[1]) for m in events]
-        assert [m.split()[2] for m in events] == ["opened", "closed", "opened", "closed"]
+        events = [r.getMessage().split() for r in caplog.records]  # "sync session 1 opened"
+        assert {words[0] for words in events} == {"async" if setup == "async" else "sync"}
+        numbers = [int(words[2]) for words in events]
+        assert [words[3] for words in events] == ["opened", "closed", "opened", "closed"]
         assert numbers[0] == numbers[1] != numbers[2] == numbers[3]
     assert app.state.sync_db.ledger.opened == 4
     assert app.state.async_db.ledger.opened == 2

@@ -1,17 +1,22 @@
 """Plots of load runs: throughput against the model, response times, event-loop lag, /health.
 
 Each function draws one figure with matplotlib and returns it (a notebook shows it as PNG; the
-CLI saves it). Every setup has one colour in every plot; the model's line is dashed.
+CLI saves it). Every setup has one colour in every plot; the model's line is dashed. Every
+figure has one title; where it has several panels, each panel is named by its legend, so the
+title is the only heading a reader sees. Log axes are labelled in plain numbers (1, 5, 15, 50;
+0.1, 1, 10 ms), not powers of ten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from ..experiments.grid import Grid
 from ..experiments.results import LoadResult, by_setup
@@ -32,14 +37,47 @@ def label(result: LoadResult) -> str:
     return f"{result.setup} (C={result.concurrency}, L={result.latency_ms:g} ms)"
 
 
+def _plain_numbers(axis: Axis, subs: Sequence[float] = (1.0,)) -> None:
+    """Label a log axis in plain numbers (0.1, 1, 10, not 10^-1, 10^0, 10^1), at each decade
+    times `subs`: (1, 2, 5) for an axis that spans a decade or two. Minor ticks go unlabelled
+    (matplotlib would label some, in its own notation, on a short axis)."""
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _concurrency_axis(ax: Axes, concurrencies: Iterable[int]) -> None:
+    """A log axis for C, with a plain tick at each C that was measured and none elsewhere.
+
+    Log, because C runs from 1 to 50 or more and the model's knee sits at small C; ticks at the
+    measured values, because those are the only places a reader needs to find.
+    """
+    ticks = sorted(set(concurrencies))
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(c) for c in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _title(fig: Figure, axes: Sequence[Axes], title: str) -> None:
+    """The figure's one title: over its only panel, or over the whole row of panels."""
+    if len(axes) == 1:
+        axes[0].set_title(title)
+    else:
+        fig.suptitle(title)
+
+
 def _ecdf(ax: Axes, seconds: Sequence[float], **style: object) -> None:
     values = np.sort(np.frombuffer(seconds, dtype="d")) * 1000 if len(seconds) else np.array([])
     shares = np.arange(1, len(values) + 1) / max(len(values), 1)
     ax.step(values, shares, where="post", **style)  # type: ignore[arg-type]
 
 
-def plot_throughput(grid: Grid) -> Figure:
-    """Measured requests per second against C, one panel per latency, the model's bound dashed."""
+def plot_throughput(grid: Grid, title: str | None = None) -> Figure:
+    """Measured requests per second against C, one panel per latency, the model's bound dashed.
+
+    Each panel's legend names its latency; `title` (by default what the figure shows) is the
+    figure's only title.
+    """
     latencies = sorted({r.latency_ms for r in grid})
     fig, axes = plt.subplots(
         1, len(latencies), figsize=(5.5 * len(latencies), 4), squeeze=False, layout="constrained"
@@ -54,17 +92,21 @@ def plot_throughput(grid: Grid) -> Figure:
                 dense = np.unique(np.geomspace(1, max(cs), 200).round().astype(int))
                 bound = [grid.model.throughput(setup, int(c), latency / 1000) for c in dense]
                 ax.plot(dense, bound, "--", color=colour(setup), alpha=0.7)
-        ax.set_xscale("log")
-        ax.set_title(f"Throughput against concurrency, L = {latency:g} ms")
+        _concurrency_axis(ax, (r.concurrency for r in results))
         ax.set_xlabel("concurrent clients C")
         ax.set_ylabel("successful requests per second")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    if grid.model is not None:
-        handles.append(plt.Line2D([], [], linestyle="--", color="black"))
-        names.append("model bound")
-    axes[0][-1].legend(handles, names, loc="best")
+        handles, names = ax.get_legend_handles_labels()
+        if grid.model is not None:
+            handles.append(plt.Line2D([], [], linestyle="--", color="black"))
+            names.append("model bound")
+        ax.legend(handles, names, loc="best", title=f"L = {latency:g} ms")
+    _title(
+        fig,
+        list(axes[0]),
+        title or "Throughput against concurrency",
+    )
     return fig
 
 
@@ -82,11 +124,12 @@ def _ecdf_figure(
         if seconds is not None:
             _ecdf(ax, seconds, color=colour(result.setup), label=label(result))
     ax.set_xscale("log")
+    _plain_numbers(ax.xaxis, subs=(1.0, 2.0, 5.0))  # response times span a decade or three
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     return fig
 
 
@@ -105,25 +148,43 @@ LAG_FLOOR_MS = 0.01
 """Lags are drawn on a log scale: a wake-up on time (0 ms late) is drawn at this floor."""
 
 
-def _draw_lag(ax: Axes, result: LoadResult, **style: object) -> None:
-    """Each wake-up as a stem at the time it happened, as tall as it was late."""
-    lags = np.maximum(np.frombuffer(result.lag.lags_s, dtype="d") * 1000, LAG_FLOOR_MS)
-    times = np.frombuffer(result.lag.times_s, dtype="d")
-    ax.vlines(times, LAG_FLOOR_MS, lags, color=colour(result.setup), linewidth=0.6, alpha=0.6)
-    ax.plot(times, lags, ".", markersize=3, color=colour(result.setup), **style)  # type: ignore[arg-type]
-    ax.set_yscale("log")
-    ax.set_xlabel("time into the run (s)")
-    ax.grid(True, alpha=0.3)
+def _wakeups(result: LoadResult) -> str:
+    """How often the lag probe got to run: "24 wake-ups in 2.4 s (10 per s)"."""
+    count = len(result.lag.lags_s)
+    rate = count / result.elapsed_s if result.elapsed_s > 0 else float("nan")
+    return f"{count} wake-ups in {result.elapsed_s:.1f} s ({rate:.0f} per s)"
 
 
 def plot_lag(results: Sequence[LoadResult], title: str = "Event-loop lag during the run") -> Figure:
-    """How late the 1 ms probe woke, over the run: the delay every other task suffered."""
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    for result in results:
-        _draw_lag(ax, result, label=label(result))
-    ax.set_title(title)
-    ax.set_ylabel("lag: how late the probe woke (ms, log scale)")
-    ax.legend(loc="upper right", markerscale=3)
+    """How late the 1 ms probe woke, over each run: the delay every other task suffered.
+
+    One panel per run, side by side, on one lag axis, each over its own run's time. Runs of the
+    same requests last as long as their setup makes them (the blocking setup's several times as
+    long), and on one time axis the short run's hundreds of wake-ups would merge into a block at
+    its left edge. So the heights compare across panels at a glance, and how densely a panel's
+    stems stand is its probe's rate, which its legend also gives in numbers.
+    """
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(4.2 * len(results) + 1, 3.8), sharey=True, squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    for ax, result in zip(axes[0], results, strict=True):
+        lags = np.maximum(np.frombuffer(result.lag.lags_s, dtype="d") * 1000, LAG_FLOOR_MS)
+        times = np.frombuffer(result.lag.times_s, dtype="d")
+        ax.vlines(times, LAG_FLOOR_MS, lags, color=colour(result.setup), linewidth=0.6, alpha=0.6)
+        ax.plot(
+            times, lags, ".", markersize=3, color=colour(result.setup),
+            label=f"{label(result)}\n{_wakeups(result)}",
+        )  # fmt: skip
+        ax.set_xlim(0, max(result.elapsed_s, times[-1] if len(times) else 0.0))
+        ax.set_yscale("log")
+        _plain_numbers(ax.yaxis)
+        ax.set_xlabel("time into this run (s)")
+        ax.grid(True, alpha=0.3)
+        # The panel's name, above it: a legend, so that the figure keeps one title.
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1), markerscale=3, frameon=False)
+    axes[0][0].set_ylabel("lag: how late the probe woke (ms, log scale)")
+    fig.suptitle(title)  # over the legends that name the panels, however many there are
     return fig
 
 
@@ -136,18 +197,3 @@ def plot_health(results: Sequence[LoadResult], title: str = "/health while loade
         "/health response time, from when it was due (ms, log scale)",
         "share of checks answered within",
     )
-
-
-def plot_result(result: LoadResult) -> Figure:
-    """One run: its response-time histogram beside its event-loop lag timeline."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    latencies = np.frombuffer(result.response_times_s, dtype="d") * 1000
-    left.hist(latencies, bins=40, color=colour(result.setup))
-    left.set_title(f"Response times: {label(result)}")
-    left.set_xlabel("response time (ms)")
-    left.set_ylabel("requests")
-    left.grid(True, alpha=0.3)
-    _draw_lag(right, result)
-    right.set_title("Event-loop lag (1 ms probe)")
-    right.set_ylabel("lag (ms, log scale)")
-    return fig

@@ -88,7 +88,7 @@ class SyncDatabase:
         ensure_sqlite_dir(sync_url)
         engine = create_engine(sync_url, **options.engine_kwargs(sync_url))
         _prepare(engine, options)
-        ledger = SessionLedger()
+        ledger = SessionLedger("sync")
         SessionLocal = sessionmaker(engine, class_=LedgerSession, info={"ledger": ledger})
         return cls(engine, SessionLocal, ledger, options)
 
@@ -120,7 +120,7 @@ class AsyncDatabase:
         ensure_sqlite_dir(aurl)
         engine = create_async_engine(aurl, **options.engine_kwargs(aurl))
         _prepare(engine.sync_engine, options)
-        ledger = SessionLedger()
+        ledger = SessionLedger("async")
         AsyncSessionLocal = async_sessionmaker(
             engine,
             expire_on_commit=False,  # as the learner's: no implicit reload (MissingGreenlet)

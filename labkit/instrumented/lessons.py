@@ -9,7 +9,13 @@ the lab's with ``app.dependency_overrides``, as `create_app` does.
   after the response has been sent (scope ``"request"``, the default) or before it
   (``Depends(..., scope="function")``). What the route, the dependency and the server did is
   logged (logger ``labkit.lessons``), and a `Timeline` keeps it in order, so a notebook can show
-  what the client had already received when the commit failed.
+  what the client had already received when the commit failed. Two more routes return the new
+  `User` itself, as a create route usually does: FastAPI validates that answer before a
+  ``scope="function"`` dependency commits, so without a ``flush()`` in the route it has no id yet.
+- `refresh_after_commit_app`: ``commit(); refresh(user); return user`` beside the threadpool
+  setup's ``POST /users``, which reads its answer before committing. The timeline adds when a
+  pooled connection is checked out and returned, and how many are checked out when the response
+  goes out and when the request ends.
 - `author_listing_app`: users with their posts' titles, loaded lazily (one more query per user:
   the N+1 problem) or with ``selectinload`` (one more query in all).
 - `connection_release_app`: the threadpool setup's routes (the session, and its pooled
@@ -23,12 +29,12 @@ dependencies at runtime.
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel
-from sqlalchemy import Select, select
+from sqlalchemy import Engine, Select, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,19 +63,42 @@ class Timeline(logging.Handler):
         self.events.clear()
 
     def show(self) -> None:
-        for number, event in enumerate(self.events, 1):
-            print(f"{number}. {event}")
+        for number, step in enumerate(self.events, 1):
+            print(f"{number}. {step}")
+
+
+def _describe(exc: Exception) -> str:
+    """An error in one line: a validation error's fields and messages, else the message's start.
+
+    FastAPI's validation errors end with the route's file and line, which are no part of what
+    went wrong.
+    """
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']} (got {error.get('input')!r})"
+            for error in errors()
+        )
+    return str(exc).splitlines()[0]
 
 
 class _LogResponse:
     """ASGI middleware: logs when the response has gone out, and any error the app raised.
 
     A real server (uvicorn) logs an error raised after the response was sent; the client never
-    hears of it. Logging both here lets a notebook show which came first.
+    hears of it. Logging both here lets a notebook show which came first. Given an `engine`, it
+    also logs how many of its pooled connections are checked out as the response goes out and
+    once the request has ended (every dependency closed).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, engine: Engine | None = None) -> None:
         self.app = app
+        self.engine = engine
+
+    def _in_use(self) -> str:
+        if self.engine is None:
+            return ""
+        return f" (connections checked out: {self.engine.pool.checkedout()})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,13 +111,38 @@ class _LogResponse:
             if message["type"] == "http.response.start":
                 status_sent.append(message["status"])
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                log.info("server: response sent to the client, status %d", status_sent[0])
+                log.info(
+                    "server: response sent to the client, status %d%s",
+                    status_sent[0],
+                    self._in_use(),
+                )
 
         try:
             await self.app(scope, receive, send_and_log)
         except Exception as exc:
-            log.info("server: the app raised %s: %s", type(exc).__name__, exc)
+            log.info("server: the app raised %s: %s", type(exc).__name__, _describe(exc))
             raise
+        if self.engine is not None:
+            log.info("server: request ended%s", self._in_use())
+
+
+@contextmanager
+def _pool_logged(engine: Engine) -> Iterator[None]:
+    """Log each time a pooled connection of `engine` is checked out or returned."""
+
+    def checked_out(*_args: object) -> None:
+        log.info("pool: a connection is checked out")
+
+    def returned(*_args: object) -> None:
+        log.info("pool: the connection goes back to the pool")
+
+    event.listen(engine, "checkout", checked_out)
+    event.listen(engine, "checkin", returned)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", checked_out)
+        event.remove(engine, "checkin", returned)
 
 
 def get_db_committing(db: SessionDep) -> Iterator[Session]:
@@ -128,6 +182,29 @@ def create_user_function_scope(payload: UserCreate, db: FunctionScoped) -> UserC
     return add_user(payload, db)
 
 
+@commit_router.post("/function-scope/unflushed/users", status_code=status.HTTP_201_CREATED)
+def create_user_unflushed(payload: UserCreate, db: FunctionScoped) -> UserOut:
+    user = User(**payload.model_dump())
+    db.add(user)
+    log.info("route: user added to the session (id %s); route returns it", user.id)
+    return user  # FastAPI turns it into a UserOut now, before the dependency commits
+
+
+@commit_router.post("/function-scope/flushed/users", status_code=status.HTTP_201_CREATED)
+def create_user_flushed(payload: UserCreate, db: FunctionScoped) -> UserOut:
+    user = User(**payload.model_dump())
+    db.add(user)
+    try:
+        db.flush()  # the INSERT, still uncommitted: the id is known, a duplicate fails here
+    except IntegrityError:
+        log.info("route: flush failed (IntegrityError), raises 409")
+        raise HTTPException(
+            status_code=409, detail=f"a user with email {payload.email!r} exists"
+        ) from None
+    log.info("route: user added and flushed, so it has its id; route returns it")
+    return user
+
+
 def _lifespan(
     timeline: Timeline | None = None, threads: int | None = None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -157,10 +234,53 @@ def commit_after_yield_app(database: SyncDatabase, timeline: Timeline) -> FastAP
     A commit that fails (a duplicate email) is turned into a 409 by the dependency. Whether the
     client ever sees that 409 depends on the scope. Serve it with
     ``lab_client(app, raise_app_exceptions=False)`` to get what a real client would.
+
+    ``POST /function-scope/unflushed/users`` returns the new `User` unflushed: its id is still
+    ``None`` when FastAPI validates it, so the answer is a 500 and the dependency never commits.
+    ``POST /function-scope/flushed/users`` flushes first: the id exists, a duplicate email is a
+    409 from the route, and the dependency commits after the answer is built.
     """
     app = FastAPI(title="Commit after yield", lifespan=_lifespan(timeline))
     app.add_middleware(_LogResponse)
     app.include_router(commit_router)
+    app.dependency_overrides[get_db] = database.get_db
+    return app
+
+
+refresh_router = APIRouter()
+
+
+@refresh_router.post("/refreshed/users", status_code=status.HTTP_201_CREATED)
+def create_user_refreshed(payload: UserCreate, db: SessionDep) -> UserOut:
+    user = User(**payload.model_dump())
+    db.add(user)
+    db.commit()
+    log.info("route: committed")
+    db.refresh(user)  # reloads the expired `user`: a new transaction, on a pooled connection
+    log.info("route: refreshed; returns the user")
+    return user
+
+
+def refresh_after_commit_app(database: SyncDatabase, timeline: Timeline) -> FastAPI:
+    """``POST /refreshed/users`` (``commit(); refresh(user); return user``) beside the threadpool
+    setup's routes, whose ``POST /threadpool/users`` reads its answer before it commits.
+
+    Both take the session from ``get_db``, which closes it after the response has been sent. The
+    timeline logs each checkout and return of a pooled connection, and how many are checked out
+    as the response goes out and once the request has ended.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with _pool_logged(database.engine):
+            async with _lifespan(timeline)(app):
+                yield
+
+    app = FastAPI(title="A refresh after commit", lifespan=lifespan)
+    app.add_middleware(_LogResponse, engine=database.engine)
+    add_error_handlers(app)
+    app.include_router(threadpool.router)
+    app.include_router(refresh_router)
     app.dependency_overrides[get_db] = database.get_db
     return app
 

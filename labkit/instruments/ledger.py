@@ -2,8 +2,11 @@
 
 A session factory made with ``class_=LedgerSession, info={"ledger": ledger}`` makes sessions
 that count themselves in `ledger` when they open and close, and log both (logger
-``labkit.sessions``, level INFO). The learner's code is unchanged: the lab swaps its factory in
-through ``app.dependency_overrides`` (see labkit.instrumented).
+``labkit.sessions``, level INFO). Each setup has a ledger of its own, numbering from 1, so the
+ledger's label names the setup in the log ("sync session 1 opened", "async session 1 opened"):
+without it, a log of both setups would show two different "session 1". The learner's code is
+unchanged: the lab swaps its factory in through ``app.dependency_overrides`` (see
+labkit.instrumented).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ log = logging.getLogger("labkit.sessions")
 class SessionLedger:
     """Counts the sessions a factory opened and closed; `open` is what would be a leak."""
 
+    label: str = ""
+    """Which setup's sessions these are ("sync", "async"): the first word of each log line."""
     opened: int = 0
     closed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -52,7 +57,12 @@ class LedgerSession(Session):
         super().__init__(*args, **kwargs)
         self.number = self._ledger().record_open()
         self._counted_open = True
-        log.info("session %d opened", self.number)
+        log.info("%s opened", self.name)
+
+    @property
+    def name(self) -> str:
+        """How the log and the lab's pictures call this session: "sync session 1"."""
+        return f"{self._ledger().label} session {self.number}".lstrip()
 
     def _ledger(self) -> SessionLedger:
         return self.info["ledger"]
@@ -62,4 +72,4 @@ class LedgerSession(Session):
         if self._counted_open:
             self._counted_open = False
             self._ledger().record_close()
-            log.info("session %d closed", self.number)
+            log.info("%s closed", self.name)

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 from sqlalchemy import ForeignKey, String
+from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_MAX = 100
@@ -20,8 +21,12 @@ EMAIL_MAX = 254  # the longest address SMTP allows
 MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER; a larger id is a 422, not a driver overflow (500)
 
 
-class Base(DeclarativeBase):
-    """Declarative base: `Base.metadata` creates every table."""
+class Base(AsyncAttrs, DeclarativeBase):
+    """Declarative base: `Base.metadata` creates every table.
+
+    `AsyncAttrs` gives every model `awaitable_attrs`, so async code can await a lazy read
+    (``await user.awaitable_attrs.posts``) where a plain ``user.posts`` raises `MissingGreenlet`.
+    """
 
 
 class User(Base):
