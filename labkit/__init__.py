@@ -26,7 +26,6 @@ from .experiments.ceilings import (
 )
 from .experiments.grid import Grid, calibrate, run_grid, take_turns
 from .experiments.kernel_cost import (
-    compare_calibrations,
     nest_asyncio_cost,
     thread_reuse,
     worker_threads_used,
@@ -85,7 +84,6 @@ __all__ = [
     "catch_slow_callbacks",
     "collect_log",
     "commit_after_yield_app",
-    "compare_calibrations",
     "connection_costs",
     "connection_release_app",
     "create_and_seed",

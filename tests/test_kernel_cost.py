@@ -15,8 +15,6 @@ from sqlalchemy.engine import URL
 
 from labkit import create_app
 from labkit.experiments.kernel_cost import (
-    calibrate_elsewhere,
-    compare_calibrations,
     thread_reuse,
     worker_threads_used,
 )
@@ -47,23 +45,6 @@ def test_on_a_kernels_loop_every_bare_task_starts_a_worker_thread_and_a_group_do
     found = like_a_kernel(thread_reuse(20))
     assert found["bare"].threads_per_task == pytest.approx(1.0)
     assert found["grouped"].threads_per_task == pytest.approx(1 / 20)
-
-
-def test_a_failing_subprocess_is_reported_with_its_error(db_url: URL) -> None:
-    with pytest.raises(RuntimeError, match="not a setup"):
-        asyncio.run(calibrate_elsewhere(db_url, ["no-such-setup"], requests=5, repeats=1))
-
-
-@pytest.mark.slow
-def test_a_subprocess_measures_the_s_that_asyncio_run_measures(db_url: URL) -> None:
-    found = asyncio.run(
-        compare_calibrations(
-            db_url, requests=100, repeats=2, rounds=2, places=("here", "subprocess")
-        )
-    )
-    assert set(found.cpu_s["subprocess"]) == {"blocking", "threadpool", "async"}
-    for setup in found.cpu_s["subprocess"]:
-        assert 0.5 < found.ratio(setup) < 2.0, found.rows()  # the same code, the same s
 
 
 def test_on_a_kernels_loop_the_lab_app_reuses_its_worker_threads(db_url: URL) -> None:

@@ -2,8 +2,9 @@
 
 nbval checks a notebook in a fresh kernel. A learner instead runs cells again in the kernel they
 have: a notebook that leaks state between runs (a handler added twice, a database left half
-changed) would pass nbval and still mislead them. Timing notebooks are checked by nbval only:
-running their experiments twice would double the suite's longest part for little more evidence.
+changed) would pass nbval and still mislead them. Notebooks that time things are checked by nbval
+only: running their experiments twice would double the suite's longest part for little more
+evidence (00 measures nest_asyncio in two processes; 07 measures the page's comparison table).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-TIMING_NOTEBOOKS = {"05_concurrent_requests.ipynb", "06_postgres_and_pools.ipynb"}
+TIMING_NOTEBOOKS = {
+    "00_start_here.ipynb",
+    "05_concurrent_requests.ipynb",
+    "06_postgres_and_pools.ipynb",
+    "07_check_yourself.ipynb",
+}
 RERUN = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name not in TIMING_NOTEBOOKS)
 
 

@@ -17,10 +17,6 @@ handling, debugpy and the garbage collector add nothing measurable). labkit's
   task, for bare tasks and for tasks in a task group;
 - `worker_threads_used`: the same cause, counted on an app: the worker threads its ``def``
   route ran on for requests sent one after another;
-- `calibrate_in_thread`: `calibrate` on an event loop of its own (``asyncio.run`` in a thread),
-  in this process: the terminal's ``s`` from a notebook;
-- `calibrate_elsewhere`: `calibrate` in a fresh ``python`` process;
-- `compare_calibrations`: the places in alternation, as rows for a table;
 - `CalibratingProcess`: a ``python`` process of its own that runs `calibrate` whenever asked,
   under ``asyncio.run`` or as a notebook cell would after ``nest_asyncio.apply()``;
 - `asyncio_origins`: where the parts of asyncio that ``nest_asyncio.apply()`` replaces come from;
@@ -38,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -60,9 +56,6 @@ from .model import ThroughputModel
 from .setups import SETUPS
 
 T = TypeVar("T")
-
-PLACES = ("here", "own_loop", "subprocess")
-"""Where `compare_calibrations` measures: the caller's loop, a loop of its own, another process."""
 
 
 @dataclass(frozen=True)
@@ -145,56 +138,6 @@ async def worker_threads_used(
     return threads
 
 
-async def calibrate_in_thread(
-    database_url: str | URL | None,
-    setups: Iterable[str] = SETUPS,
-    *,
-    requests: int = 100,
-    repeats: int = 3,
-    options: EngineOptions | None = None,
-) -> ThroughputModel:
-    """`calibrate` under ``asyncio.run`` in a thread: this process, but a loop AnyIO knows.
-
-    The caller's loop goes on meanwhile (a kernel stays responsive); the app, its engines and
-    its worker threads all belong to the other loop and end with it.
-    """
-    measured = calibrate(database_url, setups, requests=requests, repeats=repeats, options=options)
-    return await asyncio.to_thread(asyncio.run, measured)  # the coroutine runs on that loop
-
-
-async def calibrate_elsewhere(
-    database_url: str | URL | None,
-    setups: Iterable[str] = SETUPS,
-    *,
-    requests: int = 100,
-    repeats: int = 3,
-    options: EngineOptions | None = None,
-    python: str = sys.executable,
-) -> ThroughputModel:
-    """`calibrate` in a new ``python`` process, as ``python -m labkit bench`` would measure it.
-
-    The URL travels on the child's stdin, not its command line, where other users of the
-    machine could read a password. The process runs in a thread (``subprocess.run``), because a
-    kernel's loop on Windows cannot start subprocesses itself. Raises `RuntimeError` with the
-    end of the child's stderr if it fails.
-    """
-    options = options or EngineOptions()
-    job = _job(database_url, setups, requests=requests, repeats=repeats, options=options)
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [python, "-m", __name__],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"calibration in a subprocess failed: {done.stderr[-2000:]}")
-    cpu_s = json.loads(done.stdout.splitlines()[-1])
-    return ThroughputModel(cpu_s, pool=options.pool)
-
-
 def _job(
     database_url: str | URL | None,
     setups: Iterable[str],
@@ -224,65 +167,20 @@ def _child_env() -> dict[str, str]:
 
 @dataclass
 class Calibrations:
-    """Each setup's ``s`` from each place (`PLACES`), the fastest of its rounds."""
+    """Each setup's ``s`` from each place (a process, named by how it runs), the fastest of its
+    rounds: other programs on the machine can only slow a round, never speed it up."""
 
     cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)  # place -> setup -> s
 
-    def ratio(self, setup: str, place: str = "here", to: str = "subprocess") -> float:
+    def ratio(self, setup: str, place: str, to: str) -> float:
         """``s`` measured at `place` over ``s`` measured at `to`."""
         return self.cpu_s[place][setup] / self.cpu_s[to][setup]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per setup: ``s`` in ms at each place, and here over the subprocess."""
-        setups = dict.fromkeys(s for by_setup in self.cpu_s.values() for s in by_setup)
-        rows: list[dict[str, Any]] = []
-        for setup in setups:
-            row: dict[str, Any] = {"setup": setup}
-            row |= {f"{place}_ms": self.cpu_s[place][setup] * 1000 for place in self.cpu_s}
-            if "here" in self.cpu_s and "subprocess" in self.cpu_s:
-                row["here/subprocess"] = self.ratio(setup)
-            rows.append(row)
-        return rows
 
     def keep_fastest(self, place: str, cpu_s: Mapping[str, float]) -> None:
         """Add a round measured at `place`: each setup keeps its fastest ``s`` so far there."""
         best = self.cpu_s.setdefault(place, dict(cpu_s))
         for setup, s in cpu_s.items():
             best[setup] = min(best[setup], s)
-
-
-async def compare_calibrations(
-    database_url: str | URL | None,
-    setups: Iterable[str] = SETUPS,
-    *,
-    requests: int = 100,
-    repeats: int = 3,
-    rounds: int = 2,
-    options: EngineOptions | None = None,
-    places: Sequence[str] = PLACES,
-) -> Calibrations:
-    """`calibrate` here, on a loop of its own and in a subprocess, taking turns `rounds` times.
-
-    Taking turns means a busy second on a shared machine slows every place alike; as in
-    `calibrate`, other programs can only slow a run, so each place keeps its fastest ``s``.
-    """
-    unknown = [p for p in places if p not in PLACES]
-    if unknown:
-        raise ValueError(f"unknown places {unknown}; choose from {PLACES}")
-    setups = list(setups)
-    options = replace(options or EngineOptions(), latency_ms=0.0)
-    kwargs: dict[str, Any] = {"requests": requests, "repeats": repeats, "options": options}
-    measure = {
-        "here": partial(calibrate, database_url, setups, **kwargs),
-        "own_loop": partial(calibrate_in_thread, database_url, setups, **kwargs),
-        "subprocess": partial(calibrate_elsewhere, database_url, setups, **kwargs),
-    }
-    result = Calibrations()
-    for _round in range(rounds):
-        for place in places:
-            model = await measure[place]()
-            result.keep_fastest(place, model.cpu_s)
-    return result
 
 
 RUNNERS = ("asyncio", "nest_asyncio")
@@ -486,16 +384,13 @@ async def _after_nest_asyncio(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _main() -> None:
-    """The subprocess of `calibrate_elsewhere` (a job as JSON on stdin, ``s`` as JSON on stdout)
-    and of `CalibratingProcess` (a job with a ``runner``, then one question per line on stdin)."""
+    """The subprocess of `CalibratingProcess`: a job as one line of JSON on stdin, then one
+    question per line, each answered with a line of JSON on stdout."""
     job = json.loads(sys.stdin.readline())
-    runner = job.pop("runner", None)
+    runner = job.pop("runner")
     options = EngineOptions(**job.pop("options"))
     measure = partial(calibrate, job.pop("url"), job.pop("setups"), **job, options=options)
-    if runner is None:
-        model = asyncio.run(measure())
-        print(json.dumps(dict(model.cpu_s)))
-    elif runner == "asyncio":
+    if runner == "asyncio":
         asyncio.run(_answer_lines(measure))
     else:
         asyncio.run(_after_nest_asyncio(_answer_lines(measure)))
