@@ -44,6 +44,7 @@ from .instrumented.lessons import (
     connection_release_app,
     refresh_after_commit_app,
 )
+from .instruments.events import listening
 from .instruments.ledger import LedgerSession, SessionLedger
 from .instruments.probes import catch_slow_callbacks, collect_log, health_during
 from .instruments.server_timing import parse_server_timing
@@ -98,6 +99,7 @@ __all__ = [
     "health_during",
     "lab_client",
     "lessons",
+    "listening",
     "nest_asyncio_cost",
     "parse_server_timing",
     "raw_sqlite_lookups",

@@ -29,16 +29,17 @@ dependencies at runtime.
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel
-from sqlalchemy import Engine, Select, event, select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..instruments.events import listening
 from ..shop import threadpool
 from ..shop.database import SessionDep, get_db
 from ..shop.errors import add_error_handlers
@@ -126,8 +127,7 @@ class _LogResponse:
             log.info("server: request ended%s", self._in_use())
 
 
-@contextmanager
-def _pool_logged(engine: Engine) -> Iterator[None]:
+def _pool_logged(engine: Engine) -> AbstractContextManager[None]:
     """Log each time a pooled connection of `engine` is checked out or returned."""
 
     def checked_out(*_args: object) -> None:
@@ -136,13 +136,7 @@ def _pool_logged(engine: Engine) -> Iterator[None]:
     def returned(*_args: object) -> None:
         log.info("pool: the connection goes back to the pool")
 
-    event.listen(engine, "checkout", checked_out)
-    event.listen(engine, "checkin", returned)
-    try:
-        yield
-    finally:
-        event.remove(engine, "checkout", checked_out)
-        event.remove(engine, "checkin", returned)
+    return listening([(engine, "checkout", checked_out), (engine, "checkin", returned)])
 
 
 def get_db_committing(db: SessionDep) -> Iterator[Session]:
