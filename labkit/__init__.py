@@ -15,7 +15,7 @@ learner's app itself is imported as modules, `from labkit.shop import threadpool
 notebooks print it.
 """
 
-from .client import lab_client
+from .client import event_stream, lab_client, lab_websocket
 from .display.progress import auto_progress
 from .display.table import Table, table
 from .experiments.ceilings import (
@@ -34,8 +34,14 @@ from .experiments.load import run_load
 from .experiments.model import ThroughputModel
 from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
-from .instrumented import lessons
-from .instrumented.app import create_app
+from .instrumented import after_response, lessons, request_steps, shared_sessions
+from .instrumented.after_response import (
+    InFlight,
+    after_response_app,
+    cycle_collector_paused,
+    until_checked_out,
+)
+from .instrumented.app import create_app, thread_limit
 from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from .instrumented.lessons import (
     Timeline,
@@ -44,15 +50,17 @@ from .instrumented.lessons import (
     connection_release_app,
     refresh_after_commit_app,
 )
+from .instrumented.request_steps import StepClock, measure_steps, request_steps_app
+from .instrumented.shared_sessions import dependency_cache_app, scoped_session_app
 from .instruments.events import listening
 from .instruments.ledger import LedgerSession, SessionLedger
-from .instruments.probes import catch_slow_callbacks, collect_log, health_during
+from .instruments.probes import catch_slow_callbacks, collect_log, health_during, watch_engine
 from .instruments.server_timing import parse_server_timing
 from .instruments.sqllog import StatementLog, capture_sql, driver_neutral
 from .scratch import describe_database, fresh_database
 from .seed import create_and_seed, seed_users
 from .servers.postgres import drop_database, find_server, watch_server_connections
-from .servers.uvicorn import drive_elsewhere, served
+from .servers.uvicorn import drive_elsewhere, served, serving
 from .settings import DATA_DIR, async_url, database_url, safe_url, sqlite_url
 from .shop.models import Base, Post, User, UserCreate, UserOut
 
@@ -63,12 +71,14 @@ __all__ = [
     "Base",
     "EngineOptions",
     "Grid",
+    "InFlight",
     "LedgerSession",
     "LoadResult",
     "Post",
     "SessionLedger",
     "Setup",
     "StatementLog",
+    "StepClock",
     "SyncDatabase",
     "Table",
     "ThroughputModel",
@@ -76,6 +86,8 @@ __all__ = [
     "User",
     "UserCreate",
     "UserOut",
+    "after_response",
+    "after_response_app",
     "async_session_gets",
     "async_url",
     "author_listing_app",
@@ -89,31 +101,44 @@ __all__ = [
     "connection_release_app",
     "create_and_seed",
     "create_app",
+    "cycle_collector_paused",
     "database_url",
+    "dependency_cache_app",
     "describe_database",
     "drive_elsewhere",
     "driver_neutral",
     "drop_database",
+    "event_stream",
     "find_server",
     "fresh_database",
     "health_during",
     "lab_client",
+    "lab_websocket",
     "lessons",
     "listening",
+    "measure_steps",
     "nest_asyncio_cost",
     "parse_server_timing",
     "raw_sqlite_lookups",
     "refresh_after_commit_app",
+    "request_steps",
+    "request_steps_app",
     "run_grid",
     "run_load",
     "safe_url",
+    "scoped_session_app",
     "seed_users",
     "served",
+    "serving",
     "session_gets",
+    "shared_sessions",
     "sqlite_url",
     "table",
     "take_turns",
+    "thread_limit",
     "thread_reuse",
+    "until_checked_out",
+    "watch_engine",
     "watch_server_connections",
     "worker_threads_used",
 ]

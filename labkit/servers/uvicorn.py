@@ -1,13 +1,20 @@
-"""The lab's app over a real socket: ``python -m labkit serve`` and ``drive`` as child processes.
+"""The lab's app over a real socket: under uvicorn in this process, or in processes of its own.
 
-In process, the app and the load share one event loop and one interpreter lock. To check that
-this does not distort the numbers, `served` starts the app under uvicorn in a process of its
-own (on 127.0.0.1, a free port) and `drive_elsewhere` loads it from a third process, as a real
-client would. Both end with the block or the call: nothing is left listening.
+In process, through httpx's ASGI transport, a request returns only once the app has finished
+with it: whatever the app does after sending the response (a ``yield`` dependency's exit code,
+background tasks) happens before the client sees the answer. `serving` runs an app under
+uvicorn on this event loop, on a real loopback socket, so a notebook sees what a client of a
+real server sees, and keeps every object the app touches in reach.
+
+In process, the app and the load also share one event loop and one interpreter lock. To check
+that this does not distort the numbers, `served` starts the app under uvicorn in a process of
+its own (on 127.0.0.1, a free port) and `drive_elsewhere` loads it from a third process, as a
+real client would. All three end with the block or the call: nothing is left listening.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -16,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import IO
 
 import httpx
+import uvicorn
 from sqlalchemy.engine import URL, make_url
+from starlette.types import ASGIApp
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,6 +40,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp, *, startup_timeout_s: float = 10.0) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on this event loop, on a free loopback port, for the block.
+
+    Yields the base URL once uvicorn listens (the app's lifespan has run). On the way out the
+    server stops as on Ctrl+C: it waits for the requests in flight, then runs the lifespan's
+    shutdown. Any ``httpx.AsyncClient`` on the same loop talks to it over a real socket.
+    """
+    port = free_port()
+    config = uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    running = asyncio.ensure_future(server.serve())
+    try:
+        async with asyncio.timeout(startup_timeout_s):
+            while not server.started:
+                if running.done():  # it stopped before listening: say why
+                    running.result()
+                    raise RuntimeError(f"uvicorn stopped before listening on port {port}")
+                await asyncio.sleep(0.005)
+        yield f"http://{LOOPBACK}:{port}"
+    finally:
+        server.should_exit = True
+        await running
 
 
 @contextmanager

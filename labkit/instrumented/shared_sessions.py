@@ -1,0 +1,182 @@
+"""How many sessions one request's code really gets: FastAPI's dependency cache, and
+`scoped_session`.
+
+- `dependency_cache_app`: a ``get_current_user`` dependency that takes ``SessionDep``, as the
+  route does. FastAPI solves a dependency once per request and hands the same value to everyone
+  who asks, so both get one session, and the request holds one pooled connection. Declared with
+  ``Depends(get_db, use_cache=False)``, the dependency gets a session of its own: two sessions,
+  two connections per request, and the pool runs out at half the clients.
+- `scoped_session_app`: the registry older apps (and Flask-SQLAlchemy) use, one session per
+  *thread*, looked up with ``ScopedSession()`` wherever it is needed. FastAPI serves ``def``
+  routes on a pool of worker threads that outlive requests, and runs a sync dependency's code
+  before and after ``yield`` as trips of their own to that pool, so a thread is not a request.
+
+No ``from __future__ import annotations`` here: FastAPI must resolve the ``Annotated``
+dependencies at runtime.
+"""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session, scoped_session
+
+from ..shop.database import SessionDep, get_db
+from ..shop.errors import add_error_handlers
+from ..shop.models import Post, User, UserCreate, UserOut
+from .databases import SyncDatabase
+
+# Dependency caching -------------------------------------------------------------------------
+
+SignedIn = Annotated[int, Query(ge=1, description="Who is asking (a token's stand-in).")]
+
+
+class MyPosts(BaseModel):
+    """The signed-in user's post titles, and whether the route saw the dependency's session."""
+
+    name: str
+    titles: list[str]
+    one_session: bool
+
+
+def get_current_user(db: SessionDep, user_id: SignedIn) -> User:
+    """The signed-in user, read through the request's session (the one the route gets too)."""
+    user = db.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="no such user")
+    return user
+
+
+OwnSessionDep = Annotated[Session, Depends(get_db, use_cache=False)]
+
+
+def get_current_user_own_session(db: OwnSessionDep, user_id: SignedIn) -> User:
+    """The same, through a session of its own: ``use_cache=False`` runs `get_db` once more."""
+    return get_current_user(db, user_id)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUserOwnSession = Annotated[User, Depends(get_current_user_own_session)]
+
+cache_router = APIRouter()
+
+
+def my_posts(user: User, db: Session) -> MyPosts:
+    titles = db.scalars(select(Post.title).where(Post.author_id == user.id).order_by(Post.id))
+    return MyPosts(name=user.name, titles=list(titles), one_session=object_session(user) is db)
+
+
+@cache_router.get("/cached/my/posts")
+def my_posts_cached(user: CurrentUser, db: SessionDep) -> MyPosts:
+    return my_posts(user, db)
+
+
+@cache_router.get("/uncached/my/posts")
+def my_posts_uncached(db: SessionDep, user: CurrentUserOwnSession) -> MyPosts:
+    return my_posts(user, db)
+
+
+@cache_router.get("/uncached-first/my/posts")
+def my_posts_uncached_first(user: CurrentUserOwnSession, db: SessionDep) -> MyPosts:
+    """The same, with the user declared first: FastAPI solves dependencies in that order, and
+    the cache keeps the latest value, so `db` is then the user's session again."""
+    return my_posts(user, db)
+
+
+def dependency_cache_app(database: SyncDatabase) -> FastAPI:
+    """``GET /cached/my/posts?user_id=N`` (one session per request),
+    ``GET /uncached/my/posts?user_id=N`` (two: the route's, then the user's own) and
+    ``GET /uncached-first/my/posts?user_id=N`` (the user's own first, which the route then gets).
+
+    Both read the user, then their posts, and answer whether the user object belongs to the
+    route's session (``one_session``). An exhausted pool answers 503, as in the main app.
+    """
+    app = FastAPI(title="One session per request, or two")
+    add_error_handlers(app)
+    app.include_router(cache_router)
+    app.dependency_overrides[get_db] = database.get_db
+    return app
+
+
+# scoped_session -----------------------------------------------------------------------------
+
+ScopedSession: scoped_session[Session]
+"""The program's one registry: ``ScopedSession()`` is the calling thread's session.
+
+An app writes ``ScopedSession = scoped_session(SessionLocal)`` once, at import; here
+`scoped_session_app` makes it, so that each app the lab builds starts with an empty registry
+on its own database.
+"""
+
+scoped_router = APIRouter()
+
+
+CLOSED_DOMAIN = "closed.example"
+"""Sign-ups from this domain are refused, by a rule checked after the user was added."""
+
+
+def add_user(session: Session, payload: UserCreate) -> UserOut:
+    user = User(**payload.model_dump())
+    session.add(user)
+    if payload.email.endswith("@" + CLOSED_DOMAIN):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"{CLOSED_DOMAIN} cannot sign up")
+    session.commit()
+    return UserOut.model_validate(user)
+
+
+@scoped_router.post("/scoped/users", status_code=status.HTTP_201_CREATED)
+def create_user_scoped(payload: UserCreate) -> UserOut:
+    """The thread's session, never removed: it outlives the request, on its worker thread."""
+    return add_user(ScopedSession(), payload)
+
+
+@scoped_router.post("/scoped-removed/users", status_code=status.HTTP_201_CREATED)
+def create_user_scoped_removed(payload: UserCreate) -> UserOut:
+    """The same, with the teardown a Flask app registers: ``remove()`` closes the session,
+    which rolls back whatever it had not committed."""
+    try:
+        return add_user(ScopedSession(), payload)
+    finally:
+        ScopedSession.remove()
+
+
+@scoped_router.post("/per-request/users", status_code=status.HTTP_201_CREATED)
+def create_user_per_request(payload: UserCreate, db: SessionDep) -> UserOut:
+    """The same rule on the learner's per-request session (`get_db` closes it)."""
+    return add_user(db, payload)
+
+
+def get_scoped_db() -> Iterator[Session]:
+    """A dependency that hands out the thread's session and removes it when the request ends."""
+    yield ScopedSession()
+    ScopedSession.remove()  # the session of the thread this line runs on
+
+
+ScopedSessionDep = Annotated[Session, Depends(get_scoped_db)]
+
+
+class SameSession(BaseModel):
+    same_session: bool
+
+
+@scoped_router.get("/scoped/same-session")
+def same_session(db: ScopedSessionDep) -> SameSession:
+    """Is the dependency's session the one ``ScopedSession()`` gives the route's code?"""
+    return SameSession(same_session=ScopedSession() is db)
+
+
+def scoped_session_app(database: SyncDatabase) -> FastAPI:
+    """``POST /scoped/users`` (a registry session never removed), ``POST /scoped-removed/users``
+    (removed at the end of the route), ``POST /per-request/users`` (the learner's per-request
+    dependency), and ``GET /scoped/same-session`` (a dependency built on the registry), on one
+    database and one new registry. A sign-up from `CLOSED_DOMAIN` is refused with 403 after the
+    user was added to the session."""
+    global ScopedSession
+    ScopedSession = scoped_session(database.SessionLocal)
+    app = FastAPI(title="scoped_session under the threadpool")
+    add_error_handlers(app)
+    app.include_router(scoped_router)
+    app.dependency_overrides[get_db] = database.get_db
+    return app
