@@ -1,5 +1,6 @@
 """What pytest needs to know about the notebooks and the tests together: which are slow, which
-need PostgreSQL, and how the notebooks' outputs are compared on PostgreSQL.
+need PostgreSQL, how the notebooks' outputs are compared on PostgreSQL, and which notebooks run
+a second time in the same kernel.
 
 It sits beside `notebooks/` and `tests/` so that pytest reads it whichever of the two it is given
 (``pytest``, ``pytest notebooks``, ``pytest tests``). ``pytest -m "not slow"`` is the quick loop.
@@ -10,6 +11,7 @@ wait out pool timeouts, and servers.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nbval.plugin import IPyNbCell
 
 from labkit.scratch import selected_backend
 from labkit.servers.postgres import REQUIRE_POSTGRES, NoPostgres, find_server
@@ -39,8 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.nbval_sanitize_with = str(joined)
 
 
-SLOW_FILES = {"test_notebooks_rerun.py", "test_jupyter_serves_notebooks.py"}
-"""Test files that run the notebooks or serve them: as slow as the notebooks themselves."""
+SLOW_FILES = {"test_jupyter_serves_notebooks.py"}
+"""Test files that serve the notebooks: as slow as the notebooks themselves."""
 
 POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 
@@ -71,17 +74,65 @@ def needs_postgres(item: pytest.Item) -> bool:
     return item.path.name in POSTGRES_NOTEBOOKS or selected_backend() == "postgresql"
 
 
+TIMING_NOTEBOOKS = {
+    "00_start_here.ipynb",
+    "05_concurrent_requests.ipynb",
+    "06_postgres_and_pools.ipynb",
+    "07_check_yourself.ipynb",
+}
+"""Notebooks that time things: nbval runs them once. Running their experiments twice would
+double the suite's longest part for little more evidence (00 measures nest_asyncio in two
+processes; 07 measures the page's comparison table)."""
+
+
+def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
+    """`items`, where each notebook collected whole (and not a timing notebook) is followed by its
+    cells once more, as items named "Cell N, run again", in the kernel of the first run.
+
+    nbval checks a notebook in a fresh kernel. A learner instead runs cells again in the kernel
+    they have: a notebook that leaks state between runs (a handler added twice, a database left
+    half changed) would pass nbval and still mislead them. The second run's items are nbval's
+    own, on the same notebook, so its outputs must match the stored ones again, through the same
+    sanitizers and ``NBVAL_IGNORE_OUTPUT`` marks; and since they share the first run's kernel,
+    nothing is restarted between the two.
+    """
+    result: list[pytest.Item] = []
+    for index, item in enumerate(items):
+        result.append(item)
+        following = items[index + 1] if index + 1 < len(items) else None
+        if not isinstance(item, IPyNbCell) or item.path.name in TIMING_NOTEBOOKS:
+            continue
+        if following is not None and following.parent is item.parent:
+            continue
+        cells = [i for i in items if isinstance(i, IPyNbCell) and i.parent is item.parent]
+        code_cells = sum(cell.cell_type == "code" for cell in item.parent.nb.cells)
+        if len(cells) != code_cells:  # some cells chosen by name: no whole second run
+            continue
+        result += [
+            IPyNbCell.from_parent(
+                cell.parent,
+                name=f"{cell.name}, run again",
+                cell_num=cell.cell_num,
+                cell=copy.deepcopy(cell.cell),  # nbval merges the stored streams in place
+                options=cell.options,
+            )
+            for cell in cells
+        ]
+    return result
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
-    """Mark the slow tests, before ``-m`` deselects by marker, and on PostgreSQL skip the
-    notebooks that keep SQLite. Then, of the tests left, skip the notebook cells that need
-    PostgreSQL, with the reason, where no server can be found (so a run that leaves the
-    notebooks out never looks for one).
+    """Add the notebooks' second runs (`run_again`) and mark the slow tests, before ``-m``
+    deselects by marker, and on PostgreSQL skip the notebooks that keep SQLite. Then, of the
+    tests left, skip the notebook cells that need PostgreSQL, with the reason, where no server
+    can be found (so a run that leaves the notebooks out never looks for one).
 
     Under LAB_REQUIRE_POSTGRES nothing that needs PostgreSQL is skipped: the notebook then fails
     at its first PostgreSQL cell, with the same reason, and CI goes red.
     """
     on_postgres = selected_backend() == "postgresql"
+    items[:] = run_again(items)
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)

@@ -3,10 +3,10 @@
 A route's session comes from ``get_db``, and FastAPI (0.165, the pinned version) closes it when
 the dependency's scope ends: with the default scope (``"request"``) after the response has been
 sent *and* after the background tasks have run, or after a streamed response has ended, or
-after a WebSocket has closed; with ``Depends(get_db, scope="function")`` as soon as the route
-function returns, before the response is sent. Until the session closes, any query it ran keeps
-a pooled connection checked out. These routes, written as a learner writes them, show what that
-means for work that goes on after the response:
+after a WebSocket has closed; with ``Depends(get_db, scope="function")`` once the route has
+returned and FastAPI has validated its answer, before the response is sent. Until the session
+closes, any query it ran keeps a pooled connection checked out. These routes, written as a
+learner writes them, show what that means for work that goes on after the response:
 
 - background tasks (``/request-scope/...``, ``/function-scope/...``, ``/own-session/...``): a
   task given the request's session holds its connection until the task ends, long after the
