@@ -76,13 +76,14 @@ def needs_postgres(item: pytest.Item) -> bool:
 
 TIMING_NOTEBOOKS = {
     "00_start_here.ipynb",
+    "04_loading_and_n_plus_1.ipynb",
     "05_concurrent_requests.ipynb",
     "06_postgres_and_pools.ipynb",
     "07_check_yourself.ipynb",
 }
 """Notebooks that time things: nbval runs them once. Running their experiments twice would
 double the suite's longest part for little more evidence (00 measures nest_asyncio in two
-processes; 07 measures the page's comparison table)."""
+processes; 04 times its listings; 07 measures the page's comparison table)."""
 
 
 def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
