@@ -42,9 +42,9 @@ from labkit.instrumented.request_steps import (
     StepClock,
     measure_steps,
     request_steps_app,
-    transaction_end_waits,
 )
 from labkit.instruments.events import listening
+from labkit.instruments.latency import transaction_end_waits
 from labkit.seed import create_and_seed
 from labkit.servers.uvicorn import serving
 
@@ -159,10 +159,10 @@ async def test_trap_routes_commit_before_the_response_but_close_the_session_afte
     new = {"name": "Alan Turing", "email": "alan@example.com"}
     async with lab_client(request_steps_app(*databases, clock), raise_app_exceptions=False) as c:
         unflushed = await c.post("/function-scope/unflushed/users", json=new)
-        unflushed_steps = clock.order()
+        unflushed_steps = clock.events
         clock.clear()
         flushed = await c.post("/function-scope/flushed/users", json=new)
-        flushed_steps = clock.order()
+        flushed_steps = clock.events
     with sync.SessionLocal() as session:
         saved = session.scalar(select(func.count()).where(User.email == new["email"]))
     assert (

@@ -55,6 +55,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..instruments.probes import until
 from ..shop import threadpool
 from ..shop.database import SessionDep, SessionLocal, get_db
 from ..shop.errors import add_error_handlers
@@ -96,9 +97,7 @@ class Outbox:
 
     async def until_waiting(self, count: int, timeout_s: float = 10.0) -> None:
         """Return once `count` sends wait at the door (`TimeoutError` if they never do)."""
-        async with asyncio.timeout(timeout_s):
-            while self.waiting < count:
-                await asyncio.sleep(0.005)
+        await until(lambda: self.waiting >= count, timeout_s=timeout_s)
 
 
 outbox = Outbox()
@@ -331,9 +330,7 @@ class InFlight:
 
     async def down_to(self, count: int, timeout_s: float = 10.0) -> None:
         """Return once at most `count` requests and sockets are left (`TimeoutError` if never)."""
-        async with asyncio.timeout(timeout_s):
-            while self.count > count:
-                await asyncio.sleep(0.005)
+        await until(lambda: self.count <= count, timeout_s=timeout_s)
 
     async def idle(self, timeout_s: float = 10.0) -> None:
         """Return once the app has finished every request and socket."""
@@ -342,9 +339,7 @@ class InFlight:
 
 async def until_checked_out(engine: Engine, count: int, timeout_s: float = 10.0) -> None:
     """Return once `count` connections of `engine` are checked out (`TimeoutError` if never)."""
-    async with asyncio.timeout(timeout_s):
-        while engine.pool.checkedout() < count:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.005)
+    await until(lambda: engine.pool.checkedout() >= count, timeout_s=timeout_s)  # type: ignore[attr-defined]
 
 
 @contextmanager

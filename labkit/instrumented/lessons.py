@@ -28,6 +28,7 @@ dependencies at runtime.
 """
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Annotated
@@ -37,9 +38,10 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from ..instruments.events import listening
+from ..instruments.response_watch import ResponseWatch
 from ..shop import threadpool
 from ..shop.database import SessionDep, get_db
 from ..shop.errors import add_error_handlers
@@ -51,17 +53,30 @@ log = logging.getLogger("labkit.lessons")
 
 
 class Timeline(logging.Handler):
-    """What the lesson apps logged while serving requests, one line per step, in order."""
+    """What the lesson apps logged while serving requests, one line per step, in order.
+
+    Each step keeps the ``time.perf_counter()`` it came at: one clock for every thread of the
+    process, so worker threads, the event loop and the pool's events can be put on one line.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.events: list[str] = []
+        self.steps: list[tuple[str, float]] = []
+
+    @property
+    def events(self) -> list[str]:
+        """The steps logged since the last `clear`, in the order they happened."""
+        return [step for step, _at in self.steps]
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.events.append(record.getMessage())  # atomic: threadpool threads log too
+        self.note(record.getMessage())
+
+    def note(self, step: str) -> None:
+        """Add a step of the caller's own, on the same clock."""
+        self.steps.append((step, time.perf_counter()))  # atomic: threadpool threads log too
 
     def clear(self) -> None:
-        self.events.clear()
+        self.steps.clear()
 
     def show(self) -> None:
         for number, step in enumerate(self.events, 1):
@@ -83,7 +98,7 @@ def _describe(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-class _LogResponse:
+class _LogResponse(ResponseWatch):
     """ASGI middleware: logs when the response has gone out, and any error the app raised.
 
     A real server (uvicorn) logs an error raised after the response was sent; the client never
@@ -93,7 +108,7 @@ class _LogResponse:
     """
 
     def __init__(self, app: ASGIApp, engine: Engine | None = None) -> None:
-        self.app = app
+        super().__init__(app)
         self.engine = engine
 
     def _in_use(self) -> str:
@@ -101,28 +116,13 @@ class _LogResponse:
             return ""
         return f" (connections checked out: {self.engine.pool.checkedout()})"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status_sent: list[int] = []
+    def body_sent(self, status: int) -> None:
+        log.info("server: response sent to the client, status %d%s", status, self._in_use())
 
-        async def send_and_log(message: Message) -> None:
-            await send(message)
-            if message["type"] == "http.response.start":
-                status_sent.append(message["status"])
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                log.info(
-                    "server: response sent to the client, status %d%s",
-                    status_sent[0],
-                    self._in_use(),
-                )
+    def raised(self, exc: Exception) -> None:
+        log.info("server: the app raised %s: %s", type(exc).__name__, _describe(exc))
 
-        try:
-            await self.app(scope, receive, send_and_log)
-        except Exception as exc:
-            log.info("server: the app raised %s: %s", type(exc).__name__, _describe(exc))
-            raise
+    def request_ends(self) -> None:
         if self.engine is not None:
             log.info("server: request ended%s", self._in_use())
 
@@ -199,7 +199,7 @@ def create_user_flushed(payload: UserCreate, db: FunctionScoped) -> UserOut:
     return user
 
 
-def _lifespan(
+def lesson_lifespan(
     timeline: Timeline | None = None, threads: int | None = None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Keep what the lessons log in `timeline`, and set AnyIO's thread limit, while serving."""
@@ -234,7 +234,7 @@ def commit_after_yield_app(database: SyncDatabase, timeline: Timeline) -> FastAP
     ``POST /function-scope/flushed/users`` flushes first: the id exists, a duplicate email is a
     409 from the route, and the dependency commits after the answer is built.
     """
-    app = FastAPI(title="Commit after yield", lifespan=_lifespan(timeline))
+    app = FastAPI(title="Commit after yield", lifespan=lesson_lifespan(timeline))
     app.add_middleware(_LogResponse)
     app.include_router(commit_router)
     app.dependency_overrides[get_db] = database.get_db
@@ -267,7 +267,7 @@ def refresh_after_commit_app(database: SyncDatabase, timeline: Timeline) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with _pool_logged(database.engine):
-            async with _lifespan(timeline)(app):
+            async with lesson_lifespan(timeline)(app):
                 yield
 
     app = FastAPI(title="A refresh after commit", lifespan=lifespan)
@@ -350,7 +350,7 @@ def connection_release_app(database: SyncDatabase, *, threads: int | None = None
     creates the tables and disposes `database`.
     """
     app = FastAPI(
-        title="When a connection goes back to the pool", lifespan=_lifespan(None, threads)
+        title="When a connection goes back to the pool", lifespan=lesson_lifespan(None, threads)
     )
     add_error_handlers(app)
     app.include_router(threadpool.router)

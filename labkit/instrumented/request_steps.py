@@ -28,10 +28,7 @@ No ``from __future__ import annotations`` here: FastAPI must resolve the ``Annot
 dependencies at runtime.
 """
 
-import asyncio
-import logging
 import statistics
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -40,13 +37,13 @@ from typing import Annotated, Any, Self
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from pydantic import model_validator
-from sqlalchemy import Connection, Engine
-from sqlalchemy.engine import AdaptedConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..instruments.events import Listener, listening
+from ..instruments.latency import transaction_end_waits
+from ..instruments.probes import until
+from ..instruments.response_watch import ResponseWatch
 from ..shop import threadpool
 from ..shop.database import AsyncSessionDep, SessionDep, get_async_db, get_db
 from ..shop.errors import add_error_handlers
@@ -54,7 +51,7 @@ from ..shop.models import User, UserId, UserOut
 from . import lessons
 from .databases import AsyncDatabase, SyncDatabase
 
-log = logging.getLogger("labkit.lessons")  # the lesson apps' log, where the trap's routes log
+log = lessons.log  # the lesson apps' log, where the trap's routes log too
 
 REQUEST_STARTS = "request starts"
 DEPENDENCY_ENTERS = "session dependency enters"
@@ -86,35 +83,13 @@ STEPS = (
 """Every step of a read, in the order the default scope takes them in process."""
 
 
-class StepClock(logging.Handler):
-    """What the lesson apps logged, each message with the ``time.perf_counter()`` it came at.
-
-    Worker threads, the event loop and SQLAlchemy's pool events all log here; appending to a
-    list is atomic, and ``perf_counter`` is one clock for every thread of the process.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.steps: list[tuple[str, float]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.steps.append((record.getMessage(), time.perf_counter()))
-
-    def note(self, step: str) -> None:
-        """Note a step of the caller's (`CLIENT_HAS_IT`) on the same clock."""
-        self.steps.append((step, time.perf_counter()))
-
-    def clear(self) -> None:
-        self.steps.clear()
-
-    def order(self) -> list[str]:
-        """The steps noted since the last `clear`, in the order they happened."""
-        return [step for step, _at in self.steps]
+class StepClock(lessons.Timeline):
+    """The lesson apps' timeline, read as one request's steps with their times."""
 
     def since_start(self) -> dict[str, float]:
         """Each step's time in ms since the request reached the app. One request's steps only:
         a step noted twice is an error, not something to average away."""
-        names = self.order()
+        names = self.events
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"noted more than once: {repeated}")
@@ -203,7 +178,7 @@ class _NotedSessions:
                 log.info(DEPENDENCY_EXITS)
 
 
-class _NoteResponse:
+class _NoteResponse(ResponseWatch):
     """ASGI middleware: notes when a request reaches the app, when its response starts, when
     the last of the body has been handed to the server, when the app is done, and any error.
 
@@ -211,58 +186,20 @@ class _NoteResponse:
     outside this one, so it has no "response starts" here.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_and_note(message: Message) -> None:
-            await send(message)
-            if message["type"] == "http.response.start":
-                log.info(RESPONSE_STARTS)
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                log.info(BODY_SENT)
-
+    def request_starts(self) -> None:
         log.info(REQUEST_STARTS)
-        try:
-            await self.app(scope, receive, send_and_note)
-        except Exception as exc:
-            log.info("the app raised %s", type(exc).__name__)
-            raise
+
+    def response_starts(self, status: int) -> None:
+        log.info(RESPONSE_STARTS)
+
+    def body_sent(self, status: int) -> None:
+        log.info(BODY_SENT)
+
+    def raised(self, exc: Exception) -> None:
+        log.info("the app raised %s", type(exc).__name__)
+
+    def request_ends(self) -> None:
         log.info(REQUEST_ENDS)
-
-
-def _round_trip(latency_ms: float) -> Callable[[Connection], None]:
-    """Wait `latency_ms` where a driver waits for a database across a network: in the calling
-    thread for a sync driver, awaited on the event loop for an async one (which keeps the loop
-    free, as a real round trip would)."""
-    seconds = latency_ms / 1000
-
-    def wait(conn: Connection) -> None:
-        dbapi_connection = conn.connection.dbapi_connection
-        if isinstance(dbapi_connection, AdaptedConnection):
-            dbapi_connection.run_async(lambda _driver: asyncio.sleep(seconds))
-        else:
-            time.sleep(seconds)
-
-    return wait
-
-
-def transaction_end_waits(engine: Engine, latency_ms: float) -> list[Listener]:
-    """Listeners that make each COMMIT and ROLLBACK on `engine` wait `latency_ms`.
-
-    The lab's simulated latency (labkit.instruments.latency) delays statements only; on a
-    database across a network, the ROLLBACK a session sends when it closes is a round trip too.
-    Without it, closing a session on SQLite takes microseconds, and which of two steps that
-    close comes first would be a race rather than something to measure.
-    """
-    if latency_ms == 0:
-        return []
-    wait = _round_trip(latency_ms)
-    return [(engine, "commit", wait), (engine, "rollback", wait)]
 
 
 def request_steps_app(sync: SyncDatabase, async_: AsyncDatabase, clock: StepClock) -> FastAPI:
@@ -287,16 +224,10 @@ def request_steps_app(sync: SyncDatabase, async_: AsyncDatabase, clock: StepCloc
         listeners += transaction_end_waits(engine, latency_ms)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        level = log.level
-        log.addHandler(clock)
-        log.setLevel(logging.INFO)
-        try:
-            with listening(listeners):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with listening(listeners):
+            async with lessons.lesson_lifespan(clock)(app):
                 yield
-        finally:
-            log.removeHandler(clock)
-            log.setLevel(level)
 
     app = FastAPI(title="When each step of a request happens", lifespan=lifespan)
     app.add_middleware(_NoteResponse)
@@ -375,9 +306,7 @@ class RequestSteps:
 async def _until_noted(clock: StepClock, step: str) -> None:
     """Wait until `step` has been noted: over a socket the app may still be busy with a request
     the client already has its answer to. A step that never comes fails after 5 s."""
-    async with asyncio.timeout(5):
-        while step not in clock.order():
-            await asyncio.sleep(0.001)
+    await until(lambda: step in clock.events, timeout_s=5, every_s=0.001)
 
 
 async def measure_steps(

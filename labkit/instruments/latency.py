@@ -9,6 +9,10 @@ sqlite3 and psycopg, aiosqlite's worker thread, or asyncpg's awaited socket read
 loop stays blocked, a threadpool thread is occupied, and an async driver frees the loop, exactly
 as with a real remote database.
 
+COMMIT and ROLLBACK are not statements, and do not wait. Where the lab needs them to (the
+ROLLBACK a session sends when it closes, in the timeline of a request's steps),
+`transaction_end_waits` gives listeners that make them wait too.
+
 Two ways to attach it:
 
 - `add_latency(engine, ms)`: one engine the lab built, for good (labkit.instrumented);
@@ -21,16 +25,18 @@ Two ways to attach it:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import AdaptedConnection
 from sqlalchemy.pool import Pool
 
-from .events import listening
+from .events import Listener, listening
 
 _SLEEP_REGISTERED = "labkit_sleep"
 """Key in a pooled DBAPI connection's ``info``: ``lab_sleep`` is registered on it."""
@@ -136,3 +142,33 @@ def latency_everywhere(latency_ms: float) -> Iterator[LatencyEverywhere]:
         [(Pool, "connect", register_sleep), (Engine, "before_cursor_execute", wait_first)]
     ):
         yield done
+
+
+def _round_trip(latency_ms: float) -> Callable[[Connection], None]:
+    """Wait `latency_ms` where a driver waits for a database across a network: in the calling
+    thread for a sync driver, awaited on the event loop for an async one (which keeps the loop
+    free, as a real round trip would)."""
+    seconds = latency_ms / 1000
+
+    def wait(conn: Connection) -> None:
+        dbapi_connection = conn.connection.dbapi_connection
+        if isinstance(dbapi_connection, AdaptedConnection):
+            dbapi_connection.run_async(lambda _driver: asyncio.sleep(seconds))
+        else:
+            time.sleep(seconds)
+
+    return wait
+
+
+def transaction_end_waits(engine: Engine, latency_ms: float) -> list[Listener]:
+    """Listeners that make each COMMIT and ROLLBACK on `engine` wait `latency_ms`.
+
+    `add_latency` delays statements only; on a database across a network, the ROLLBACK a
+    session sends when it closes is a round trip too.
+    Without it, closing a session on SQLite takes microseconds, and which of two steps that
+    close comes first would be a race rather than something to measure.
+    """
+    if latency_ms == 0:
+        return []
+    wait = _round_trip(latency_ms)
+    return [(engine, "commit", wait), (engine, "rollback", wait)]

@@ -36,6 +36,17 @@ from .events import listening
 from .sqllog import capture_sql
 
 
+async def until(
+    condition: Callable[[], bool], *, timeout_s: float = 10.0, every_s: float = 0.005
+) -> None:
+    """Return once `condition()` holds (`TimeoutError` after `timeout_s`), checking it every
+    `every_s`: for what changes on other threads and tasks without telling anyone (a count, a
+    pool, a log)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(every_s)
+
+
 @dataclass(frozen=True)
 class HealthWait:
     """How long ``/health`` took when it arrived during a slow request, and how long that took."""
