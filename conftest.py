@@ -7,12 +7,14 @@ It sits beside `notebooks/` and `tests/` so that pytest reads it whichever of th
 Slow are the notebooks (nbval's items, and the tests that run or serve them), every test that
 works on PostgreSQL, and the tests marked ``@pytest.mark.slow`` by hand: timing experiments that
 wait out pool timeouts, and servers.
+On PostgreSQL, the learner's tests (tests/shop) get a scratch database as `TEST_DATABASE_URL`.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,17 +22,31 @@ from pathlib import Path
 
 import pytest
 from nbval.plugin import IPyNbCell
+from sqlalchemy.engine import make_url
 
 from labkit.scratch import selected_backend
-from labkit.servers.postgres import REQUIRE_POSTGRES, NoPostgres, find_server
+from labkit.servers.postgres import (
+    REQUIRE_POSTGRES,
+    NoPostgres,
+    drop_database,
+    find_server,
+    fresh_postgres_database,
+    server_if_any,
+)
 
 POSTGRES_SANITIZERS = Path(__file__).parent / "tests" / "sanitize_postgres.cfg"
+LEARNER_TESTS = Path(__file__).parent / "tests" / "shop"
+"""The learner's own tests of the learner's app: they read their database from
+`TEST_DATABASE_URL`, in-memory SQLite when it is unset."""
+LEARNER_DATABASE = "TEST_DATABASE_URL"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under a PostgreSQL `DATABASE_URL`, nbval compares the notebooks' stored outputs (an SQLite
     run's) through sanitize_postgres.cfg as well: it writes both drivers' spelling of the same
-    SQL and errors alike. nbval reads one file, so the two are joined into a temporary one."""
+    SQL and errors alike. nbval reads one file, so the two are joined into a temporary one.
+    The learner's tests then get a PostgreSQL database too (`give_learner_tests_postgres`)."""
+    give_learner_tests_postgres(config)
     given = config.option.nbval_sanitize_with
     if selected_backend() != "postgresql" or not given:
         return
@@ -42,6 +58,37 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.nbval_sanitize_with = str(joined)
 
 
+def give_learner_tests_postgres(config: pytest.Config) -> None:
+    """Under a PostgreSQL `DATABASE_URL`, run the learner's tests on PostgreSQL as well, in a new
+    database of their own (never the one `DATABASE_URL` names), dropped when the run ends.
+
+    A `TEST_DATABASE_URL` set by hand is kept. Where no server answers, the learner's tests stay
+    on SQLite, unless LAB_REQUIRE_POSTGRES is set: then the run fails, saying why.
+    """
+    if selected_backend() != "postgresql" or os.environ.get(LEARNER_DATABASE):
+        return
+    server, _why_not = server_if_any()
+    if server is None:
+        return
+    name = f"lab_test_shop_{secrets.token_hex(4)}"
+    url = fresh_postgres_database(server, name)
+
+    def done() -> None:
+        os.environ.pop(LEARNER_DATABASE, None)
+        drop_database(server, name)
+
+    config.add_cleanup(done)
+    os.environ[LEARNER_DATABASE] = url.render_as_string(hide_password=False)
+
+
+def learner_tests_on_postgres(item: pytest.Item) -> bool:
+    """One of the learner's tests, run on PostgreSQL (quick on in-memory SQLite, the default)."""
+    if LEARNER_TESTS not in item.path.parents:
+        return False
+    url = os.environ.get(LEARNER_DATABASE)
+    return url is not None and make_url(url).get_backend_name() == "postgresql"
+
+
 SLOW_FILES = {"test_jupyter_serves_notebooks.py"}
 """Test files that serve the notebooks: as slow as the notebooks themselves."""
 
@@ -50,8 +97,11 @@ POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 
 def is_slow(item: pytest.Item) -> bool:
     """A notebook's cell, a test that runs or serves notebooks, or one that works on PostgreSQL
-    (through its fixtures, or as the ``postgresql`` case of `support.every_backend`)."""
+    (through its fixtures, as the ``postgresql`` case of `support.every_backend`, or as one of
+    the learner's tests on PostgreSQL)."""
     if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
+        return True
+    if learner_tests_on_postgres(item):
         return True
     if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
@@ -80,10 +130,12 @@ TIMING_NOTEBOOKS = {
     "05_concurrent_requests.ipynb",
     "06_postgres_and_pools.ipynb",
     "07_check_yourself.ipynb",
+    "09_transactions_and_tests.ipynb",
 }
 """Notebooks that time things: nbval runs them once. Running their experiments twice would
 double the suite's longest part for little more evidence (00 measures nest_asyncio in two
-processes; 04 times its listings; 07 measures the page's comparison table)."""
+processes; 04 times its listings; 07 measures the page's comparison table; 09 times concurrent
+withdrawals)."""
 
 
 def run_again(items: list[pytest.Item]) -> list[pytest.Item]:

@@ -31,10 +31,11 @@ from .experiments.kernel_cost import (
     worker_threads_used,
 )
 from .experiments.load import run_load
+from .experiments.lost_updates import Withdrawals, withdraw_concurrently
 from .experiments.model import ThroughputModel
 from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
-from .instrumented import after_response, lessons, request_steps, shared_sessions
+from .instrumented import after_response, lessons, request_steps, shared_sessions, transactions
 from .instrumented.after_response import (
     InFlight,
     after_response_app,
@@ -86,6 +87,7 @@ __all__ = [
     "User",
     "UserCreate",
     "UserOut",
+    "Withdrawals",
     "after_response",
     "after_response_app",
     "async_session_gets",
@@ -137,8 +139,10 @@ __all__ = [
     "take_turns",
     "thread_limit",
     "thread_reuse",
+    "transactions",
     "until_checked_out",
     "watch_engine",
     "watch_server_connections",
+    "withdraw_concurrently",
     "worker_threads_used",
 ]

@@ -213,6 +213,18 @@ def find_server() -> PostgresServer:
     raise NoPostgres("No PostgreSQL server found: " + "; ".join(reasons) + ". " + HOW_TO_GET_ONE)
 
 
+def server_if_any() -> tuple[PostgresServer | None, str]:
+    """`find_server()`'s server and where it was found, or None and why there is none: for a
+    lesson whose PostgreSQL parts are optional. Under LAB_REQUIRE_POSTGRES, none is an error."""
+    try:
+        server = find_server()
+    except NoPostgres as exc:
+        if os.environ.get(REQUIRE_POSTGRES):
+            raise
+        return None, str(exc)
+    return server, str(server)
+
+
 def run_admin(server: PostgresServer, sql: str) -> None:
     """Run one statement on `server`'s admin database, outside a transaction.
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,12 @@ def unavailable_cause(exc: BaseException) -> str | None:
     the answer (``SQLITE_CANTOPEN``). asyncpg raises a generic error (SQLAlchemy wraps it as a
     plain `DBAPIError`) when the server refuses a login, an `InterfaceError` for a connection
     the server closed, and a bare `OSError` (not wrapped at all) when nothing listens on the
-    port. Anything else from the database is a bug in the app and stays a 500.
+    port. Anything else from the database is a bug in the app and stays a 500: above all a
+    `ProgrammingError` (PEP 249's class for misuse: a missing table, an sqlite3 connection used
+    from a thread it refuses), which can be raised outside any statement too.
     """
+    if isinstance(exc, ProgrammingError):
+        return None
     if isinstance(exc, DBAPIError):
         driver_error: BaseException = exc.orig if exc.orig is not None else exc
         if type(driver_error).__module__.startswith("sqlalchemy.") and driver_error.__cause__:
