@@ -19,8 +19,8 @@ from labkit.instrumented.transactions import (
     transactions_app,
 )
 from labkit.seed import create_and_seed
-from labkit.shop.database import begin_sqlite_transactions
 from labkit.shop.models import Base as ShopBase
+from labkit.shop.sqlite_transactions import begin_sqlite_transactions
 
 pytestmark = pytest.mark.anyio
 

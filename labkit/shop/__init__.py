@@ -5,5 +5,6 @@
 - `models`: the tables and the API's schemas;
 - `blocking`, `threadpool`, `async_session`: the same routes once per session setup;
 - `errors`: bad input as 4xx, database outages as 503, never a bare 500;
+- `sqlite_transactions`: SQLite transactions that begin where SQLAlchemy begins them (tests);
 - `main`: the `app`.
 """

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,26 +31,6 @@ def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
-
-
-def begin_sqlite_transactions(engine: Engine) -> None:
-    """Make SQLite begin a transaction where SQLAlchemy begins one (SQLAlchemy's pysqlite notes).
-
-    By default sqlite3 (and aiosqlite, built on it) sends BEGIN only before INSERT, UPDATE or
-    DELETE: a SELECT runs outside any transaction, and a SAVEPOINT sent first opens a
-    transaction of its own, so what its RELEASE keeps, the enclosing rollback cannot undo. The
-    tests' one-transaction-per-test isolation relies on that rollback. The app's own engine
-    keeps the default: real transactions make a write after a read in another transaction fail
-    with "database is locked" instead of waiting. For an async engine pass its ``sync_engine``.
-    """
-
-    @event.listens_for(engine, "connect")
-    def driver_sends_no_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def send_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
 
 
 # The sync setup: one `Session` per request.

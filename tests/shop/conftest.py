@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from labkit.shop.config import async_url, database_url
-from labkit.shop.database import begin_sqlite_transactions, get_async_db, get_db
+from labkit.shop.database import get_async_db, get_db
 from labkit.shop.main import app
 from labkit.shop.models import Base
+from labkit.shop.sqlite_transactions import begin_sqlite_transactions
 
 
 def engine_options(url: URL) -> dict[str, Any]:
