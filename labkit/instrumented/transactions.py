@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from ..shop.database import AsyncSessionLocal, SessionDep, SessionLocal, get_db
 from ..shop.errors import add_error_handlers
@@ -157,14 +158,21 @@ def withdraw_naive(account_id: AccountId, amount: Amount, db: TransactionDep) ->
     return AccountOut.model_validate(account)
 
 
-@router.post("/atomic/accounts/{account_id}/withdrawals")
-def withdraw_atomic(account_id: AccountId, amount: Amount, db: TransactionDep) -> AccountOut:
-    balance = db.scalar(
+def subtract(account_id: int, amount: int) -> ReturningUpdate[tuple[int]]:
+    """The database subtracts from its own value, if the row has enough: one statement, with no
+    read before it for another request to slip in after. Returns the new balance (no row: no
+    such account, or too little on it)."""
+    return (
         update(Account)
         .where(Account.id == account_id, Account.balance >= amount)
-        .values(balance=Account.balance - amount)  # the database subtracts from its own value
+        .values(balance=Account.balance - amount)
         .returning(Account.balance)
     )
+
+
+@router.post("/atomic/accounts/{account_id}/withdrawals")
+def withdraw_atomic(account_id: AccountId, amount: Amount, db: TransactionDep) -> AccountOut:
+    balance = db.scalar(subtract(account_id, amount))
     if balance is None:  # no row matched: no such account, or too little on it
         found(db.get(Account, account_id), account_id)
         raise overdraft()
@@ -200,12 +208,7 @@ def withdraw_versioned(account_id: AccountId, amount: Amount, db: TransactionDep
 
 @router.post("/atomic-commit/accounts/{account_id}/withdrawals")
 def withdraw_atomic_commit(account_id: AccountId, amount: Amount, db: SessionDep) -> AccountOut:
-    balance = db.scalar(
-        update(Account)
-        .where(Account.id == account_id, Account.balance >= amount)
-        .values(balance=Account.balance - amount)
-        .returning(Account.balance)
-    )
+    balance = db.scalar(subtract(account_id, amount))
     if balance is None:
         db.rollback()
         found(db.get(Account, account_id), account_id)
