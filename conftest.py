@@ -25,6 +25,7 @@ from nbval.plugin import IPyNbCell
 from sqlalchemy.engine import make_url
 
 from labkit.scratch import selected_backend
+from labkit.servers.pgbouncer import pgbouncer_if_any
 from labkit.servers.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
@@ -109,8 +110,11 @@ def is_slow(item: pytest.Item) -> bool:
     return callspec is not None and callspec.params.get("db_url") == "postgresql"
 
 
-POSTGRES_NOTEBOOKS = {"06_postgres_and_pools.ipynb"}
-"""The notebook about PostgreSQL. Under a PostgreSQL `DATABASE_URL`, every notebook needs one."""
+POSTGRES_NOTEBOOKS = {"06_postgres_and_pools.ipynb", "10_workers_and_pgbouncer.ipynb"}
+"""The notebooks about PostgreSQL. Under a PostgreSQL `DATABASE_URL`, every notebook needs one."""
+
+PGBOUNCER_NOTEBOOKS = {"10_workers_and_pgbouncer.ipynb"}
+"""The notebook that starts PgBouncer (Debian's ``pgbouncer``) in front of PostgreSQL."""
 
 
 SQLITE_NOTEBOOKS = {"05_concurrent_requests.ipynb"}
@@ -131,11 +135,12 @@ TIMING_NOTEBOOKS = {
     "06_postgres_and_pools.ipynb",
     "07_check_yourself.ipynb",
     "09_transactions_and_tests.ipynb",
+    "10_workers_and_pgbouncer.ipynb",
 }
 """Notebooks that time things: nbval runs them once. Running their experiments twice would
 double the suite's longest part for little more evidence (00 measures nest_asyncio in two
 processes; 04 times its listings; 07 measures the page's comparison table; 09 times concurrent
-withdrawals)."""
+withdrawals; 10 times worker processes and PgBouncer)."""
 
 
 def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
@@ -181,8 +186,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     tests left, skip the notebook cells that need PostgreSQL, with the reason, where no server
     can be found (so a run that leaves the notebooks out never looks for one).
 
-    Under LAB_REQUIRE_POSTGRES nothing that needs PostgreSQL is skipped: the notebook then fails
-    at its first PostgreSQL cell, with the same reason, and CI goes red.
+    The notebook that needs PgBouncer as well is skipped, with the reason, where it is missing.
+
+    Under LAB_REQUIRE_POSTGRES nothing that needs PostgreSQL or PgBouncer is skipped: the
+    notebook then fails at its first cell that needs one, with the same reason, and CI goes red.
     """
     on_postgres = selected_backend() == "postgresql"
     items[:] = run_again(items)
@@ -201,3 +208,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     except NoPostgres as exc:
         for item in needing:
             item.add_marker(pytest.mark.skip(reason=str(exc)))
+        return
+    program, why_not = pgbouncer_if_any()
+    if program is None:
+        for item in needing:
+            if item.path.name in PGBOUNCER_NOTEBOOKS:
+                item.add_marker(pytest.mark.skip(reason=why_not))

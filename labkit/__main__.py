@@ -3,7 +3,7 @@
 - ``bench``: the notebook's grid (setups x concurrency x latency) on the in-process app, with a
   progress bar on stderr, then a table, and on request a CSV file and a PNG plot;
 - ``serve``: the same app under uvicorn on 127.0.0.1, for a browser (its DevTools Network panel
-  shows each response's ``Server-Timing``) or for ``drive``;
+  shows each response's ``Server-Timing``) or for ``drive``; ``--workers N`` runs N processes;
 - ``drive``: the load driver against a server on this machine, over a real socket;
 - ``probe``: the lab's instruments on your own app (``module:app``, as uvicorn names it),
   unchanged: each path at each concurrency, and what holds each path back.
@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import re
 import resource
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,9 +37,10 @@ from .experiments.load import run_load
 from .experiments.model import ANYIO_THREADS
 from .experiments.probe import ProbeError, import_app, probe
 from .experiments.setups import SETUPS
-from .instrumented.app import create_app
 from .instrumented.databases import EngineOptions
 from .servers.uvicorn import LOOPBACK
+from .servers.workers import ServeSettings
+from .servers.workers import serve as serve_workers
 from .settings import fresh_sqlite_url, safe_url
 
 
@@ -120,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the app under uvicorn on 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--latency", type=float, default=0.0, help="simulated ms per statement")
+    serve.add_argument(
+        "--workers", type=_positive, default=1,
+        help="processes, each with its own event loop, threads and pool (1)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-prepared-statements", action="store_true",
+        help="for PgBouncer's transaction pooling: drivers prepare nothing",
+    )  # fmt: skip
     _pool_options(serve)
 
     drive = commands.add_parser("drive", help="load a server on this machine over a socket")
@@ -244,12 +255,19 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    options = _engine_options(args, 5, 10, latency_ms=args.latency)
-    app = create_app(args.database, options, threads=args.threads)
-    print(f"serving the lab on http://{LOOPBACK}:{args.port} (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning", access_log=False)
+    if args.database:
+        os.environ["DATABASE_URL"] = args.database  # for the workers, which read it at import
+    options = replace(
+        _engine_options(args, 5, 10, latency_ms=args.latency),
+        no_prepared_statements=args.no_prepared_statements,
+    )
+    processes = "1 process" if args.workers == 1 else f"{args.workers} worker processes"
+    print(
+        f"serving the lab on http://{LOOPBACK}:{args.port} with {processes}, each with a pool of "
+        f"{options.pool_size} + {options.max_overflow} (Ctrl+C stops)",
+        flush=True,
+    )
+    serve_workers(ServeSettings(options, args.threads), port=args.port, workers=args.workers)
     return 0
 
 

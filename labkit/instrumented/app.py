@@ -66,6 +66,7 @@ def create_app(
     options: EngineOptions | None = None,
     *,
     threads: int | None = None,
+    seed: bool = True,
 ) -> FastAPI:
     """The learner's app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
 
@@ -73,8 +74,10 @@ def create_app(
     pool timeout, pre-ping, echo. Both setups get the same options, so they differ only in how
     they wait. The blocking and threadpool routes share one sync setup, as one app with one
     `get_db` does; the async routes have their own engine on the async driver. Tables are
-    created and seeded when the app starts (its lifespan), and both engines disposed when it
-    stops. `threads` sets AnyIO's thread limit while the app runs (see `thread_limit`).
+    created and seeded when the app starts (its lifespan), unless `seed` is False (where
+    worker processes start together, their parent seeds once, before them: two processes
+    creating one table at once collide), and both engines disposed when it stops.
+    `threads` sets AnyIO's thread limit while the app runs (see `thread_limit`).
 
     Every response carries a ``Server-Timing`` header: database time and total.
     """
@@ -86,7 +89,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        create_and_seed(sync_db.engine)
+        if seed:
+            create_and_seed(sync_db.engine)
         try:
             async with thread_limit(threads), requests.open():
                 yield

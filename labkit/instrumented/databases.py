@@ -11,6 +11,7 @@ notebooks can make fresh ones side by side without touching the learner's code.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,11 @@ class EngineOptions:
     pool_timeout: float = 30.0
     pool_pre_ping: bool = False
     echo: bool = False
+    no_prepared_statements: bool = False
+    """Behind PgBouncer's transaction pooling: see `without_prepared_statements`."""
+    application_name: str | None = None
+    """On PostgreSQL, what the server shows for each connection in ``pg_stat_activity``: which
+    process opened it, where several share one database."""
 
     @property
     def pool(self) -> int:
@@ -56,8 +62,45 @@ class EngineOptions:
             "pool_timeout": self.pool_timeout,
             "pool_pre_ping": self.pool_pre_ping,
             "echo": self.echo,
-            "connect_args": connect_args(url),
+            "connect_args": {
+                **connect_args(url),
+                **self._application_name(url),
+                **(without_prepared_statements(url) if self.no_prepared_statements else {}),
+            },
         }
+
+    def _application_name(self, url: URL) -> dict[str, Any]:
+        if self.application_name is None or url.get_backend_name() != "postgresql":
+            return {}
+        if url.get_driver_name() == "asyncpg":  # a startup setting, not a connect() argument
+            return {"server_settings": {"application_name": self.application_name}}
+        return {"application_name": self.application_name}  # psycopg, sync and async
+
+
+def without_prepared_statements(url: URL) -> dict[str, Any]:
+    """``connect_args`` that keep a driver from relying on prepared statements, which live on
+    one server connection, while transaction pooling gives each transaction any of them.
+
+    - asyncpg: ``statement_cache_size=0`` turns off asyncpg's own cache of prepared statements,
+      and unique names keep two clients' statements from colliding on one server connection;
+      ``prepared_statement_cache_size=0`` turns off SQLAlchemy's cache (its asyncpg dialect
+      prepares each statement and keeps it per connection, apart from asyncpg's cache).
+    - psycopg: ``prepare_threshold=None``: never prepare (by default a query run 5 times on
+      one connection is prepared, and the name ``_pg3_0`` is reused by every connection).
+    """
+    if url.get_backend_name() != "postgresql":
+        return {}
+    if url.get_driver_name() == "asyncpg":
+        return {
+            "statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+            "prepared_statement_cache_size": 0,
+        }
+    return {"prepare_threshold": None}
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
 
 
 def _prepare(engine: Engine, options: EngineOptions) -> None:

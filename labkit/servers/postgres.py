@@ -24,9 +24,9 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_as(user: str | None) -> dict[str, Any]:
+def run_as_user(user: str | None) -> dict[str, Any]:
     """`subprocess` arguments that run a program as `user` (and its group only), or as we are."""
     if user is None:
         return {}
@@ -118,20 +118,56 @@ def _run(command: list[Any], **options: Any) -> None:
         raise NoPostgres(f"{Path(command[0]).name} failed: {said[-1]}")
 
 
-def start_throwaway_server(binaries: Path, user: str | None = None) -> PostgresServer:
+def start_throwaway_server(
+    binaries: Path, user: str | None = None, settings: Mapping[str, object] | None = None
+) -> PostgresServer:
     """Start a private server in a temporary folder on a free loopback port; stop it at exit.
 
     PostgreSQL refuses to run as root (a server bug must not own the machine), so this does too,
     unless root names another `user` (``"nobody"``, say) for PostgreSQL's programs to run as.
     Only those programs run as `user`, in a folder it owns, so they need nothing of this
     process's (its Python, its packages); this process connects to the server as any client.
+    `settings` are server settings (``{"max_connections": 12}``), as ``postgres -c`` takes them.
     """
+    server, stop = _start(binaries, user, settings or {}, "stopped at exit")
+    atexit.register(stop)
+    return server
+
+
+@contextmanager
+def throwaway_server(**settings: object) -> Iterator[PostgresServer]:
+    """A private server with these settings for the block, stopped and removed afterwards.
+
+    For a lesson that needs a server of its own (a small ``max_connections``, say) beside the
+    one `find_server` found. Run by root, PostgreSQL's programs run as user ``postgres``, as
+    Debian's package runs them. `NoPostgres` says why where none can be started.
+    """
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise NoPostgres(
+            "a throwaway server needs PostgreSQL's programs (initdb, pg_ctl), which are not "
+            "installed (Debian: apt-get install postgresql)"
+        )
+    user = "postgres" if os.geteuid() == 0 else None
+    server, stop = _start(binaries, user, settings, "stopped when the block ends")
+    atexit.register(stop)  # a block left open (a notebook's cell run again) ends with Python
+    try:
+        yield server
+    finally:
+        atexit.unregister(stop)
+        stop()
+
+
+def _start(
+    binaries: Path, user: str | None, settings: Mapping[str, object], stopped: str
+) -> tuple[PostgresServer, Callable[[], None]]:
+    """`start_throwaway_server`'s work: the server, and what stops it and removes its folder."""
     if user is None and os.geteuid() == 0:
         raise NoPostgres(
             "PostgreSQL will not run as root, so no throwaway server can be started "
             "(root may start one as another user: start_throwaway_server(binaries, user=...))"
         )
-    as_user = _run_as(user)  # before the folder: a refusal leaves nothing behind
+    as_user = run_as_user(user)  # before the folder: a refusal leaves nothing behind
     folder = Path(tempfile.mkdtemp(prefix="lab-postgres-"))
     if as_user:
         os.chown(folder, as_user["user"], as_user["group"])
@@ -139,6 +175,7 @@ def start_throwaway_server(binaries: Path, user: str | None = None) -> PostgresS
     run_as = {**as_user, "cwd": folder}
     data, port = folder / "data", _free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+    options += "".join(f" -c {name}={value}" for name, value in settings.items())
 
     def stop() -> None:
         pg_ctl_stop = [binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"]
@@ -167,12 +204,11 @@ def start_throwaway_server(binaries: Path, user: str | None = None) -> PostgresS
     except BaseException:
         stop()
         raise
-    atexit.register(stop)
     url = make_url(f"postgresql://postgres@127.0.0.1:{port}/postgres")
     origin = f"throwaway server started from {binaries}"
     if user is not None:
         origin += f" as user {user}"
-    return PostgresServer(url, f"{origin}, stopped at exit")
+    return PostgresServer(url, f"{origin}, {stopped}"), stop
 
 
 _found: PostgresServer | None = None
@@ -266,6 +302,9 @@ class ServerConnections:
     """Connections to one database as the server counts them (``pg_stat_activity``), sampled."""
 
     samples: list[int]
+    peak_by_name: dict[str, int] = field(default_factory=dict)
+    """The most connections seen at once from each ``application_name`` (each worker process
+    of the lab's ``serve`` names its own)."""
 
     @property
     def peak(self) -> int:
@@ -284,12 +323,18 @@ def watch_server_connections(
     """
     seen = ServerConnections(samples=[])
     stop = threading.Event()
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+    query = (
+        "SELECT application_name, count(*) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid() GROUP BY application_name"
+    )
 
     def sample() -> None:
         with psycopg.connect(libpq_url(server.url), autocommit=True) as conn:
             while True:
-                seen.samples.append(conn.execute(query, (database,)).fetchone()[0])
+                counts = dict(conn.execute(query, (database,)).fetchall())
+                seen.samples.append(sum(counts.values()))
+                for name, count in counts.items():
+                    seen.peak_by_name[name] = max(count, seen.peak_by_name.get(name, 0))
                 if stop.wait(every_s):
                     return
 

@@ -25,9 +25,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 import httpx
+import psutil
 import uvicorn
 from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
@@ -67,32 +69,48 @@ async def serving(app: ASGIApp, *, startup_timeout_s: float = 10.0) -> AsyncIter
         await running
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server `served` started: its base URL and the process that listens there."""
+
+    url: str
+    pid: int
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's process and every process it started (uvicorn's workers)."""
+        main = psutil.Process(self.pid)
+        return [main, *main.children(recursive=True)]
+
+
 @contextmanager
 def served(
     database_url: str | URL,
     *,
     latency_ms: float = 0.0,
+    workers: int = 1,
     startup_timeout_s: float = 30.0,
     extra_args: tuple[str, ...] = (),
     app: str | None = None,
-) -> Iterator[str]:
-    """Run ``python -m labkit serve`` for the block; yield its base URL once ``/health`` answers.
+) -> Iterator[Server]:
+    """Run ``python -m labkit serve`` for the block, with `workers` processes; yield the
+    `Server` once ``/health`` answers.
 
     With `app` (``MODULE:APP``), run ``uvicorn MODULE:APP`` instead: an app as its author serves
     it, with nothing of the lab's (so no simulated latency either).
     The database URL goes through the environment (``DATABASE_URL``), not the command line,
-    where other users of the machine could read a password.
+    where other users of the machine could read a password. On the way out the server is
+    stopped as ``kill`` stops it (SIGTERM), and uvicorn stops its workers.
     """
     port = free_port()
     url = make_url(database_url).render_as_string(hide_password=False)
     if app is None:
         command = [sys.executable, "-m", "labkit", "serve", "--port", str(port)]
-        command += ["--latency", str(latency_ms), *extra_args]
+        command += ["--latency", str(latency_ms), "--workers", str(workers), *extra_args]
     elif latency_ms:
         raise ValueError("simulated latency is the lab's app's option, not uvicorn's")
     else:
         command = [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(port)]
-        command += [*extra_args]
+        command += ["--workers", str(workers), *extra_args]
     base = f"http://{LOOPBACK}:{port}"
     # stderr to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty server.
     with tempfile.TemporaryFile("w+") as errors:
@@ -104,7 +122,9 @@ def served(
         )
         try:
             _wait_until_healthy(server, base, errors, startup_timeout_s)
-            yield base
+            if app is None:
+                _wait_for_workers(base, workers, startup_timeout_s)
+            yield Server(base, server.pid)
         finally:
             server.terminate()
             try:
@@ -129,6 +149,17 @@ def _wait_until_healthy(
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not answer /health in time") from None
             time.sleep(0.1)
+
+
+def _wait_for_workers(base: str, workers: int, timeout_s: float) -> None:
+    """Until `workers` processes have answered: the first answer proves only one is up. Each
+    request opens a connection of its own, which any worker that is up may accept; the lab's
+    workers name themselves in the ``X-Lab-Worker`` header."""
+    deadline, seen = time.monotonic() + timeout_s, set()
+    while len(seen) < workers:
+        seen.add(httpx.get(f"{base}/health", timeout=5).headers.get("x-lab-worker"))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {workers} workers answered in time")
 
 
 def drive_elsewhere(base_url: str, setup: str, *, requests: int, concurrency: int) -> dict:

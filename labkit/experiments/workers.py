@@ -1,0 +1,156 @@
+"""Throughput against worker processes: measured, and the model extended per process.
+
+Each uvicorn worker is a process with its own event loop, threads and pool, and its own
+interpreter lock. With W workers sharing C clients (the kernel hands each new connection to
+one of them), the model of labkit.experiments.model holds per process, and adds up:
+
+    X <= min(W * C_eff / (L + s), min(W, cores) / s)
+
+- ``C_eff = min(C / W, pool)`` for the async setup: each worker's clients wait on its own pool;
+- ``min(W, cores) / s``: each worker runs its Python on one core at a time, and there are only
+  so many cores. ``s`` is one worker's CPU per request, measured at L = 0.
+
+What the model leaves out is measured beside it: how busy the machine's cores were. The
+database and the load driver run on the same cores, and a worker cannot use a core they hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from sqlalchemy.engine import URL
+
+from ..servers.uvicorn import served
+from .socket_load import SocketLoad, socket_load
+
+SETUP = "async"
+
+
+@dataclass(frozen=True)
+class WorkersModel:
+    """The bounds for W workers, from `s`, one worker's CPU per request in a run at L = 0.
+
+    A bound is given the clients each worker serves (`split`): a keep-alive connection stays
+    with the worker that accepted it, and the kernel does not deal them out evenly.
+    """
+
+    s: float
+    pool: int
+    cores: int = psutil.cpu_count() or 1
+
+    @classmethod
+    def calibrated(cls, one_worker: WorkersPoint, pool: int) -> WorkersModel:
+        """The model from a run of one worker at L = 0."""
+        return cls(one_worker.server_cpu_ms / 1000, pool)
+
+    def bounds(self, split: Sequence[int], latency_s: float) -> dict[str, float]:
+        waiting = sum(min(clients, self.pool) for clients in split)
+        limit = "pool" if all(clients >= self.pool for clients in split) else "clients"
+        return {
+            limit: waiting / (latency_s + self.s),
+            "cpu": min(len(split), self.cores) / self.s,
+        }
+
+    def throughput(self, split: Sequence[int], latency_s: float) -> float:
+        return min(self.bounds(split, latency_s).values())
+
+    def limit(self, split: Sequence[int], latency_s: float) -> str:
+        bounds = self.bounds(split, latency_s)
+        return min(bounds, key=bounds.__getitem__)
+
+
+def even_split(clients: int, workers: int) -> list[int]:
+    """`clients` dealt out to `workers` as evenly as they go."""
+    return [len(range(w, clients, workers)) for w in range(workers)]
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds spent during a block: by the server's processes, and by the whole machine."""
+
+    server_s: float
+    machine_s: float
+    wall_s: float
+
+    @property
+    def machine_busy(self) -> float:
+        """The share of all the machine's cores that was busy, from 0 to 1."""
+        return self.machine_s / (self.wall_s * (psutil.cpu_count() or 1))
+
+
+def _busy_s(times: Any) -> float:
+    """CPU seconds the machine's cores were busy since boot (psutil's `cpu_times()`)."""
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+@contextmanager
+def cpu_used(processes: Sequence[psutil.Process]) -> Iterator[list[CpuUse]]:
+    """Measure the CPU `processes` and the whole machine use during the block; the one `CpuUse`
+    is in the yielded list afterwards."""
+
+    def server_s() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    found: list[CpuUse] = []
+    server0, machine0, wall0 = server_s(), _busy_s(psutil.cpu_times()), time.monotonic()
+    yield found
+    wall = time.monotonic() - wall0
+    found.append(CpuUse(server_s() - server0, _busy_s(psutil.cpu_times()) - machine0, wall))
+
+
+@dataclass(frozen=True)
+class WorkersPoint:
+    """One run: W workers at latency L, loaded by C clients, and what it cost."""
+
+    workers: int
+    latency_ms: float
+    load: SocketLoad
+    cpu: CpuUse
+
+    @property
+    def server_cpu_ms(self) -> float:
+        """CPU of all the server's processes per answered request, in milliseconds."""
+        return self.cpu.server_s / max(self.load.ok, 1) * 1000
+
+
+async def time_workers(
+    url: str | URL,
+    workers: Sequence[int],
+    latencies_ms: Sequence[float],
+    *,
+    clients: int,
+    pool_size: int,
+    seconds: float,
+) -> list[WorkersPoint]:
+    """``python -m labkit serve --workers W`` at each latency, each worker with a pool of
+    `pool_size` (no overflow), loaded from this process by `clients` clients for `seconds`."""
+    pool = ("--pool-size", str(pool_size), "--max-overflow", "0")
+    return [
+        await load_served(url, count, latency, clients=clients, seconds=seconds, extra_args=pool)
+        for count in workers
+        for latency in latencies_ms
+    ]
+
+
+async def load_served(
+    url: str | URL,
+    workers: int,
+    latency_ms: float = 0.0,
+    *,
+    clients: int,
+    seconds: float,
+    extra_args: tuple[str, ...] = (),
+) -> WorkersPoint:
+    """Serve the lab with `workers` processes (and `extra_args` for ``serve``), warm it up
+    (five requests per client: every pool connection opened), then load it with `clients`
+    clients for `seconds` (`socket_load`), measuring the CPU it costs."""
+    with served(url, workers=workers, latency_ms=latency_ms, extra_args=extra_args) as server:
+        await socket_load(server.url, SETUP, requests=clients * 5, concurrency=clients)
+        with cpu_used(server.processes()) as cpu:
+            load = await socket_load(server.url, SETUP, seconds=seconds, concurrency=clients)
+    return WorkersPoint(workers, latency_ms, load, cpu[0])

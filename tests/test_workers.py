@@ -1,0 +1,106 @@
+"""``python -m labkit serve --workers N``: N processes answer, each says which it is (the
+``X-Lab-Worker`` header, and ``application_name`` on PostgreSQL), and none outlives the server."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from labkit import SETUPS, sqlite_url
+from labkit.__main__ import main
+from labkit.servers.postgres import libpq_url
+from labkit.servers.uvicorn import Server, served
+from labkit.servers.workers import WORKER_HEADER, worker_name
+
+PREFIX = "lab worker "
+
+
+def worker_pids(server: Server, paths: list[str], *, rounds: int = 5) -> set[int]:
+    """The pids in the ``X-Lab-Worker`` header of batches of 40 concurrent GETs of `paths`, each on
+    a connection of its own; further batches (at most `rounds`) until two workers have answered.
+
+    The kernel hands each new connection to whichever worker accepts first, and a worker that is
+    still starting accepts none, so one batch may see a single worker.
+    """
+    seen: set[int] = set()
+    fresh = httpx.Limits(max_connections=40, max_keepalive_connections=0)  # none is reused
+
+    def get(path: str) -> str:
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        name = response.headers[WORKER_HEADER]
+        assert name.startswith(PREFIX), name
+        return name
+
+    with (
+        httpx.Client(base_url=server.url, limits=fresh, timeout=30) as client,
+        ThreadPoolExecutor(max_workers=40) as pool,
+    ):
+        for _ in range(rounds):
+            batch = [paths[i % len(paths)] for i in range(40)]
+            seen |= {int(name.removeprefix(PREFIX)) for name in pool.map(get, batch)}
+            if len(seen) >= 2:
+                break
+    return seen
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until_gone(pids: set[int], timeout_s: float = 10.0) -> set[int]:
+    """Poll until every pid in `pids` is gone, or the time is up; those still running."""
+    deadline = time.monotonic() + timeout_s
+    while (running := {pid for pid in pids if not gone(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
+
+
+@pytest.mark.slow
+def test_two_workers_both_answer_and_none_outlives_the_server(tmp_path: Path) -> None:
+    """``--workers 2`` runs two processes under the server that both answer requests; after the
+    block every process the server started (workers, resource tracker) has exited."""
+    with served(sqlite_url(tmp_path / "lab.db"), workers=2) as server:
+        pids = worker_pids(server, ["/async/users/1"])
+        started = {process.pid for process in server.processes()}
+        assert len(pids) == 2, pids
+        assert pids <= started - {server.pid}  # workers, not the supervisor
+        assert len(started) >= 3  # the supervisor, its two workers (and a resource tracker)
+    assert wait_until_gone(started) == set()
+
+
+@pytest.mark.slow
+def test_each_worker_names_its_postgres_connections_after_its_pid(postgres_url: URL) -> None:
+    """On PostgreSQL, every connection the workers open shows ``application_name`` "lab worker
+    PID" in ``pg_stat_activity``, one name per worker that answered, on every driver."""
+    with served(postgres_url, workers=2) as server:
+        paths = [f"/{setup}/users/1" for setup in SETUPS]  # psycopg and asyncpg alike
+        pids = worker_pids(server, paths)
+        assert len(pids) == 2, pids
+        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid() GROUP BY application_name",
+                (postgres_url.database,),
+            ).fetchall()
+    names = {name for name, _count in rows}
+    assert names == {worker_name(pid) for pid in pids}, rows
+
+
+def test_serve_refuses_zero_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve --workers 0`` is an argument error (exit 2), not a server with no process."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--workers", "0"])
+    assert stopped.value.code == 2
+    assert "not a whole number of at least 1: '0'" in capsys.readouterr().err
