@@ -197,3 +197,26 @@ def plot_health(results: Sequence[LoadResult], title: str = "/health while loade
         "/health response time, from when it was due (ms, log scale)",
         "share of checks answered within",
     )
+
+
+def plot_workers(rows: Sequence[dict], title: str = "Throughput against workers") -> Figure:
+    """Measured requests per second (bars) and the model's bound (a dash on each bar), one
+    group per simulated latency, one bar per number of workers (`workers_rows`' rows)."""
+    latencies = sorted({row["L_ms"] for row in rows})
+    workers = sorted({row["workers"] for row in rows})
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / len(workers)
+    for i, count in enumerate(workers):
+        mine = {row["L_ms"]: row for row in rows if row["workers"] == count}
+        xs = [j + (i - (len(workers) - 1) / 2) * width for j in range(len(latencies))]
+        measured = [mine[latency]["rps"] for latency in latencies]
+        bounds = [mine[latency]["model_rps"] for latency in latencies]
+        ax.bar(xs, measured, width * 0.9, label=f"{count} worker{'s' * (count > 1)}")
+        ends = ([x - width * 0.45 for x in xs], [x + width * 0.45 for x in xs])
+        model_label = "model's bound" if i == 0 else None
+        ax.hlines(bounds, *ends, colors="black", linestyles="dashed", label=model_label)
+    ax.set_xticks(range(len(latencies)), [f"L = {latency:g} ms" for latency in latencies])
+    ax.set_ylabel("requests per second")
+    ax.legend(frameon=False)
+    _title(fig, [ax], title)
+    return fig

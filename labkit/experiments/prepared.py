@@ -93,16 +93,22 @@ async def requests_through(
 
 
 async def after_a_move(
-    url: URL, holder_url: str, *, connect_args: dict[str, Any] | None = None, runs: int = 6
+    url: URL,
+    holder_url: str,
+    *,
+    connect_args: dict[str, Any] | None = None,
+    runs: int = 6,
+    commit: bool = True,
 ) -> str | None:
     """What happens when a client's transaction lands on another server connection, made to
     happen: None if its query still works, else the driver's error.
 
     One client connection runs a query `runs` times, committing each (psycopg prepares a
-    query on its 6th run). Then another client (`holder_url`, a libpq URL through the same
-    PgBouncer) opens a transaction: PgBouncer gives it the server connection just released
-    (it reuses the most recent one first), so the first client's next transaction gets the
-    other server connection, where nothing was prepared.
+    query on its 6th run), or, with ``commit=False``, rolling each back as a read-only
+    request's session does when it closes. Then another client (`holder_url`, a libpq URL
+    through the same PgBouncer) opens a transaction: PgBouncer gives it the server connection
+    just released (it reuses the most recent one first), so the first client's next
+    transaction gets the other server connection, where nothing was prepared.
     """
     engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args or {})
     query = select(User).where(User.id == 1)
@@ -110,7 +116,7 @@ async def after_a_move(
         async with AsyncSession(engine) as session:
             for _ in range(runs):
                 await session.scalar(query)
-                await session.commit()
+                await (session.commit() if commit else session.rollback())
         async with await psycopg.AsyncConnection.connect(holder_url) as holder:
             await holder.execute("SELECT 1")  # holds a server connection: its transaction is open
             try:

@@ -16,10 +16,13 @@ database and the load driver run on the same cores, and a worker cannot use a co
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -29,6 +32,19 @@ from ..servers.uvicorn import served
 from .socket_load import SocketLoad, socket_load
 
 SETUP = "async"
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup's CPU quota
+    (a container, Binder) where one is set. ``os.cpu_count()`` counts the host's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores or 1
+    if quota != "max":
+        cores = min(cores or 1, max(1, math.ceil(int(quota) / int(period))))
+    return cores or 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +57,7 @@ class WorkersModel:
 
     s: float
     pool: int
-    cores: int = psutil.cpu_count() or 1
+    cores: int = field(default_factory=lambda: available_cores())
 
     @classmethod
     def calibrated(cls, one_worker: WorkersPoint, pool: int) -> WorkersModel:
@@ -80,7 +96,7 @@ class CpuUse:
     @property
     def machine_busy(self) -> float:
         """The share of all the machine's cores that was busy, from 0 to 1."""
-        return self.machine_s / (self.wall_s * (psutil.cpu_count() or 1))
+        return self.machine_s / (self.wall_s * (psutil.cpu_count() or 1))  # all, not ours
 
 
 def _busy_s(times: Any) -> float:
@@ -154,3 +170,28 @@ async def load_served(
         with cpu_used(server.processes()) as cpu:
             load = await socket_load(server.url, SETUP, seconds=seconds, concurrency=clients)
     return WorkersPoint(workers, latency_ms, load, cpu[0])
+
+
+def workers_rows(points: Sequence[WorkersPoint], model: WorkersModel) -> list[dict[str, Any]]:
+    """One row per run: what was measured beside the model's bound, with the clients' split."""
+    rows = []
+    for point in points:
+        split = sorted(point.load.connections_by.values(), reverse=True)
+        latency_s = point.latency_ms / 1000
+        bound = model.throughput(split, latency_s)
+        rows.append(
+            {
+                "workers": point.workers,
+                "L_ms": point.latency_ms,
+                "clients": " + ".join(map(str, split)),
+                "ok": point.load.ok,
+                "failed": point.load.failed,
+                "rps": point.load.throughput,
+                "model_rps": bound,
+                "vs_model": point.load.throughput / bound,
+                "limit": model.limit(split, latency_s),
+                "server_cpu_ms": point.server_cpu_ms,
+                "machine_busy": point.cpu.machine_busy,
+            }
+        )
+    return rows
