@@ -111,7 +111,10 @@ def is_slow(item: pytest.Item) -> bool:
 
 
 POSTGRES_NOTEBOOKS = {"06_postgres_and_pools.ipynb", "10_workers_and_pgbouncer.ipynb"}
-"""The notebooks about PostgreSQL. Under a PostgreSQL `DATABASE_URL`, every notebook needs one."""
+"""The notebooks about PostgreSQL, which use it whatever `DATABASE_URL` says: a run without a
+PostgreSQL `DATABASE_URL` would repeat the run with one exactly, so it skips them (together
+they would cost more than a minute, for nothing). Under a PostgreSQL `DATABASE_URL`, every
+notebook needs a server."""
 
 PGBOUNCER_NOTEBOOKS = {"10_workers_and_pgbouncer.ipynb"}
 """The notebook that starts PgBouncer (Debian's ``pgbouncer``) in front of PostgreSQL."""
@@ -182,7 +185,8 @@ def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     """Add the notebooks' second runs (`run_again`) and mark the slow tests, before ``-m``
-    deselects by marker, and on PostgreSQL skip the notebooks that keep SQLite. Then, of the
+    deselects by marker; on PostgreSQL skip the notebooks that keep SQLite, and without it
+    those that keep PostgreSQL. Then, of the
     tests left, skip the notebook cells that need PostgreSQL, with the reason, where no server
     can be found (so a run that leaves the notebooks out never looks for one).
 
@@ -198,6 +202,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
             item.add_marker(pytest.mark.slow)
         if on_postgres and item.path.name in SQLITE_NOTEBOOKS:
             reason = "runs on SQLite whatever DATABASE_URL says: the run without it checks it"
+            item.add_marker(pytest.mark.skip(reason=reason))
+        if not on_postgres and item.path.name in POSTGRES_NOTEBOOKS:
+            reason = (
+                "runs on PostgreSQL whatever DATABASE_URL says: the run with a PostgreSQL "
+                "DATABASE_URL checks it"
+            )
             item.add_marker(pytest.mark.skip(reason=reason))
     yield
     needing = [item for item in items if needs_postgres(item)]

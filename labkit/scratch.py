@@ -15,15 +15,13 @@ leaves nothing the next run sees. A lesson about one database on purpose (SQLite
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
 from .servers.postgres import PostgresServer, drop_database, find_server, fresh_postgres_database
+from .servers.reaper import when_this_process_ends
 from .settings import DATA_DIR, fresh_sqlite_url
 
 BACKENDS = ("sqlite", "postgresql")
@@ -58,48 +56,16 @@ def fresh_database(name: str, backend: str | None = None) -> URL:
     return url
 
 
-DROPPER = (
-    "import sys; job = sys.stdin.readline(); sys.stdin.read(); "
-    f"from {__name__} import drop_job; drop_job(job)"
-)
-"""The program of `_drop_when_done`'s process: read the job, wait for the end of stdin (when the
-process that started it has ended), and only then import labkit, so it costs a running kernel
-no CPU."""
-
-_droppers: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
-
-
 def _drop_when_done(server: PostgresServer, database: str) -> None:
-    """Drop `database` when this process ends (once, however often the notebook runs).
-
-    Exit handlers are not enough: a kernel is often killed rather than asked to exit (nbval
-    kills its kernels; so does Jupyter's "kill"), and a killed process runs none. So a small
-    process of its own (`DROPPER`), in a session of its own (a kernel is killed with its process
-    group), waits on a pipe only this process holds open. When this process ends, however it
-    ends, the pipe closes and that process drops the database. The server's URL goes through
-    the pipe, not the command line, where `ps` would show its password.
-    """
-    key = (str(server.url), database)
-    if key in _droppers:
-        return
-    dropper = subprocess.Popen(
-        [sys.executable, "-c", DROPPER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    assert dropper.stdin is not None
-    job = {"server": server.url.render_as_string(hide_password=False), "database": database}
-    dropper.stdin.write(json.dumps(job).encode() + b"\n")
-    dropper.stdin.flush()
-    _droppers[key] = dropper  # holds the pipe open for as long as this process lives
+    """Drop `database` when this process ends, however it ends (killed kernels included: see
+    labkit.servers.reaper), once however often the notebook runs."""
+    url = server.url.render_as_string(hide_password=False)
+    when_this_process_ends(f"drop {url} {database}", drop_later, server=url, database=database)
 
 
-def drop_job(job: str) -> None:
-    """Drop the database a `_drop_when_done` job names (a line of JSON: server URL, database)."""
-    where = json.loads(job)
-    server = PostgresServer(make_url(where["server"]), "the server of an ended kernel")
-    drop_database(server, where["database"])
+def drop_later(server: str, database: str) -> None:
+    """Drop `database` on `server` (a URL), for a process that has ended."""
+    drop_database(PostgresServer(make_url(server), "the server of an ended kernel"), database)
 
 
 def describe_database(url: URL, *, fixed: bool = False) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import pytest
 from support import assert_nothing_held, cannot_run
 
 from labkit import SETUPS, EngineOptions, create_app, lab_client
+from labkit.servers.pgbouncer import pgbouncer_if_any
 from labkit.servers.postgres import (
     NoPostgres,
     PostgresServer,
@@ -116,7 +119,7 @@ print(answer, server.url.host, server.url.port, runs_as, data)
 
 @pytest.mark.slow
 def test_a_throwaway_server_starts_answers_and_stops() -> None:
-    """In a process of its own, so that its exit stops the server. As root, PostgreSQL's
+    """In a process of its own, so that its end stops the server. As root, PostgreSQL's
     programs run as user nobody, and only they do: this process, whose Python and packages
     nobody may be unable to read, connects to the server as any client does."""
     binaries = postgres_binaries()
@@ -140,6 +143,51 @@ def test_a_throwaway_server_starts_answers_and_stops() -> None:
     answer, host, port, runs_as, data = done.stdout.split()
     assert (answer, host) == ("42", "127.0.0.1")
     assert runs_as == (user or pwd.getpwuid(os.geteuid()).pw_name)
-    assert not Path(data).parent.exists(), "the server's folder was not removed at exit"
+    deadline = time.monotonic() + 15  # stopped by a process of its own, once this one ended
+    while Path(data).parent.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(data).parent.exists(), "the server's folder was not removed after exit"
     with pytest.raises(psycopg.OperationalError):  # nothing listens there any more
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=3)
+
+
+KILLED_CHECK = """
+import os, signal, sys
+
+from labkit.servers.pgbouncer import pgbouncer
+from labkit.servers.postgres import throwaway_server
+
+with throwaway_server(max_connections=5) as server, pgbouncer(server) as bouncer:
+    print(server.url.port, bouncer.port, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no exit handler, no finally: as a kernel is killed
+"""
+
+
+@pytest.mark.slow
+def test_what_a_killed_process_started_is_stopped_after_it() -> None:
+    """A throwaway server and a PgBouncer outlive a killed kernel unless something else stops
+    them: labkit.servers.reaper's process does, once the kernel is gone."""
+    if postgres_binaries() is None or pgbouncer_if_any()[0] is None:
+        cannot_run("needs PostgreSQL's programs and pgbouncer")
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_CHECK],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    ports = [int(port) for port in done.stdout.split()]
+    deadline = time.monotonic() + 15
+    while any(_listening(port) for port in ports) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_listening(port) for port in ports)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

@@ -14,8 +14,10 @@ must not do behind it (rely on prepared statements) is turned off by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +31,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from .postgres import REQUIRE_POSTGRES, PostgresServer, run_as_user
+from .reaper import cancel, when_this_process_ends
 
 HOW_TO_GET_IT = "install it (Debian: apt-get install pgbouncer; Binder: apt.txt lists it)"
 
@@ -167,16 +170,26 @@ def _running(
         cwd=folder,
         **as_user,
     )
+    key = f"stop {folder}"
+    when_this_process_ends(key, stop_pgbouncer, pid=process.pid, folder=str(folder))
     try:
         _wait_until_listening(process, port, folder / "pgbouncer.log")
         yield port, version or "PgBouncer"
     finally:
+        cancel(key)
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def stop_pgbouncer(pid: int, folder: str) -> None:
+    """Stop the PgBouncer of a process that has ended, and remove its folder."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:

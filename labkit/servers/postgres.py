@@ -14,7 +14,6 @@ it and drops it afterwards, so nothing is left behind and runs never see each ot
 
 from __future__ import annotations
 
-import atexit
 import glob
 import os
 import pwd
@@ -34,6 +33,7 @@ import psycopg
 from sqlalchemy.engine import URL, make_url
 
 from ..settings import database_url, safe_url
+from .reaper import cancel, when_this_process_ends
 
 REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
 """Set (as CI does) so that where no server is found, the tests and notebooks that need one fail
@@ -121,7 +121,8 @@ def _run(command: list[Any], **options: Any) -> None:
 def start_throwaway_server(
     binaries: Path, user: str | None = None, settings: Mapping[str, object] | None = None
 ) -> PostgresServer:
-    """Start a private server in a temporary folder on a free loopback port; stop it at exit.
+    """Start a private server in a temporary folder on a free loopback port, stopped when this
+    process ends, however it ends (labkit.servers.reaper).
 
     PostgreSQL refuses to run as root (a server bug must not own the machine), so this does too,
     unless root names another `user` (``"nobody"``, say) for PostgreSQL's programs to run as.
@@ -129,8 +130,7 @@ def start_throwaway_server(
     process's (its Python, its packages); this process connects to the server as any client.
     `settings` are server settings (``{"max_connections": 12}``), as ``postgres -c`` takes them.
     """
-    server, stop = _start(binaries, user, settings or {}, "stopped at exit")
-    atexit.register(stop)
+    server, _stop = _start(binaries, user, settings or {}, "stopped at exit")
     return server
 
 
@@ -150,18 +150,18 @@ def throwaway_server(**settings: object) -> Iterator[PostgresServer]:
         )
     user = "postgres" if os.geteuid() == 0 else None
     server, stop = _start(binaries, user, settings, "stopped when the block ends")
-    atexit.register(stop)  # a block left open (a notebook's cell run again) ends with Python
     try:
         yield server
     finally:
-        atexit.unregister(stop)
         stop()
 
 
 def _start(
     binaries: Path, user: str | None, settings: Mapping[str, object], stopped: str
 ) -> tuple[PostgresServer, Callable[[], None]]:
-    """`start_throwaway_server`'s work: the server, and what stops it and removes its folder."""
+    """`start_throwaway_server`'s work: the server, and what stops it and removes its folder
+    now. Until that is called, the server is stopped when this process ends, however it ends
+    (a block left open, a notebook's kernel killed)."""
     if user is None and os.geteuid() == 0:
         raise NoPostgres(
             "PostgreSQL will not run as root, so no throwaway server can be started "
@@ -177,11 +177,14 @@ def _start(
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
     options += "".join(f" -c {name}={value}" for name, value in settings.items())
 
-    def stop() -> None:
-        pg_ctl_stop = [binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"]
-        subprocess.run(pg_ctl_stop, capture_output=True, check=False, **run_as)
-        shutil.rmtree(folder, ignore_errors=True)
+    stopping = {"pg_ctl": str(binaries / "pg_ctl"), "folder": str(folder), "user": user}
+    key = f"stop {folder}"
 
+    def stop() -> None:
+        cancel(key)
+        stop_throwaway_server(**stopping)
+
+    when_this_process_ends(key, stop_throwaway_server, **stopping)
     try:
         _run(
             [binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
@@ -209,6 +212,13 @@ def _start(
     if user is not None:
         origin += f" as user {user}"
     return PostgresServer(url, f"{origin}, {stopped}"), stop
+
+
+def stop_throwaway_server(pg_ctl: str, folder: str, user: str | None) -> None:
+    """Stop the throwaway server in `folder` at once, and remove the folder."""
+    stop = [pg_ctl, "-D", Path(folder) / "data", "-m", "immediate", "stop"]
+    subprocess.run(stop, capture_output=True, check=False, cwd=folder, **run_as_user(user))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 _found: PostgresServer | None = None
