@@ -7,7 +7,7 @@
   small apps of single lessons;
 - `labkit.experiments`: the load driver, the grid, the throughput model, the ceilings, `probe`;
 - `labkit.display`: tables, plots and progress bars for the experiments' results;
-- `labkit.servers`: PostgreSQL servers and uvicorn processes.
+- `labkit.servers`: PostgreSQL servers, PgBouncer, and uvicorn processes (``--workers`` too).
 
 A notebook's setup cell takes what it uses from here, and its plots from `labkit.display.plots`
 (kept apart so that a process that only serves or measures never imports matplotlib). The
@@ -33,8 +33,11 @@ from .experiments.kernel_cost import (
 from .experiments.load import run_load
 from .experiments.lost_updates import Withdrawals, withdraw_concurrently
 from .experiments.model import ThroughputModel
+from .experiments.prepared import after_a_move, requests_through
 from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
+from .experiments.socket_load import socket_load
+from .experiments.workers import WorkersModel, load_served, time_workers, workers_rows
 from .instrumented import after_response, lessons, request_steps, shared_sessions, transactions
 from .instrumented.after_response import (
     InFlight,
@@ -43,7 +46,12 @@ from .instrumented.after_response import (
     until_checked_out,
 )
 from .instrumented.app import create_app, thread_limit
-from .instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
+from .instrumented.databases import (
+    AsyncDatabase,
+    EngineOptions,
+    SyncDatabase,
+    without_prepared_statements,
+)
 from .instrumented.lessons import (
     Timeline,
     author_listing_app,
@@ -60,7 +68,15 @@ from .instruments.server_timing import parse_server_timing
 from .instruments.sqllog import StatementLog, capture_sql, driver_neutral
 from .scratch import describe_database, fresh_database
 from .seed import create_and_seed, seed_users
-from .servers.postgres import drop_database, find_server, watch_server_connections
+from .servers.pgbouncer import pgbouncer, pgbouncer_program
+from .servers.postgres import (
+    drop_database,
+    find_server,
+    fresh_postgres_database,
+    libpq_url,
+    throwaway_server,
+    watch_server_connections,
+)
 from .servers.uvicorn import drive_elsewhere, served, serving
 from .settings import DATA_DIR, async_url, database_url, safe_url, sqlite_url
 from .shop.models import Base, Post, User, UserCreate, UserOut
@@ -88,6 +104,8 @@ __all__ = [
     "UserCreate",
     "UserOut",
     "Withdrawals",
+    "WorkersModel",
+    "after_a_move",
     "after_response",
     "after_response_app",
     "async_session_gets",
@@ -113,18 +131,24 @@ __all__ = [
     "event_stream",
     "find_server",
     "fresh_database",
+    "fresh_postgres_database",
     "health_during",
     "lab_client",
     "lab_websocket",
     "lessons",
+    "libpq_url",
     "listening",
+    "load_served",
     "measure_steps",
     "nest_asyncio_cost",
     "parse_server_timing",
+    "pgbouncer",
+    "pgbouncer_program",
     "raw_sqlite_lookups",
     "refresh_after_commit_app",
     "request_steps",
     "request_steps_app",
+    "requests_through",
     "run_grid",
     "run_load",
     "safe_url",
@@ -134,15 +158,20 @@ __all__ = [
     "serving",
     "session_gets",
     "shared_sessions",
+    "socket_load",
     "sqlite_url",
     "table",
     "take_turns",
     "thread_limit",
     "thread_reuse",
+    "throwaway_server",
+    "time_workers",
     "transactions",
     "until_checked_out",
     "watch_engine",
     "watch_server_connections",
     "withdraw_concurrently",
+    "without_prepared_statements",
     "worker_threads_used",
+    "workers_rows",
 ]

@@ -17,7 +17,7 @@ from ..instruments.probes import EngineCounts, LagTrace
 from .model import ANYIO_THREADS
 
 
-def _percentile_ms(values: Sequence[float], q: float) -> float:
+def ms_percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile in milliseconds (linear interpolation), NaN when nothing was measured."""
     if not len(values):
         return float("nan")
@@ -73,7 +73,7 @@ class LoadResult:
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
 
     def percentile_ms(self, q: float) -> float:
-        return _percentile_ms(self.response_times_s, q)
+        return ms_percentile(self.response_times_s, q)
 
     @property
     def p50_ms(self) -> float:
@@ -97,11 +97,11 @@ class LoadResult:
 
     @property
     def lag_p50_ms(self) -> float:
-        return _percentile_ms(self.lag.lags_s, 50)
+        return ms_percentile(self.lag.lags_s, 50)
 
     @property
     def lag_p99_ms(self) -> float:
-        return _percentile_ms(self.lag.lags_s, 99)
+        return ms_percentile(self.lag.lags_s, 99)
 
     @property
     def lag_max_ms(self) -> float:
@@ -109,11 +109,11 @@ class LoadResult:
 
     @property
     def health_p50_ms(self) -> float:
-        return _percentile_ms(self.health_s or array("d"), 50)
+        return ms_percentile(self.health_s or array("d"), 50)
 
     @property
     def health_p99_ms(self) -> float:
-        return _percentile_ms(self.health_s or array("d"), 99)
+        return ms_percentile(self.health_s or array("d"), 99)
 
     @property
     def db_share(self) -> float:

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..servers.workers import WORKER_HEADER
 from .load import route_for
-from .results import _percentile_ms
+from .results import ms_percentile
 
-WORKER_HEADER = b"\r\nx-lab-worker: "
+WORKER_HEADER_LINE = f"\r\n{WORKER_HEADER}: ".encode()
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SocketLoad:
 
     @property
     def p50_ms(self) -> float:
-        return _percentile_ms(self.response_times_s, 50)
+        return ms_percentile(self.response_times_s, 50)
 
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -86,8 +87,8 @@ async def _client(
             status = int(head[9:12])
             seen.statuses[status] += 1
             seen.first_body.setdefault(status, body.decode(errors="replace"))
-            if (at := lower.find(WORKER_HEADER)) >= 0:
-                name = head[at + len(WORKER_HEADER) : head.index(b"\r\n", at + 2)]
+            if (at := lower.find(WORKER_HEADER_LINE)) >= 0:
+                name = head[at + len(WORKER_HEADER_LINE) : head.index(b"\r\n", at + 2)]
                 if worker is None:
                     worker = name.decode()
                     seen.connections_by[worker] += 1

@@ -4,9 +4,10 @@ Each uvicorn worker is a process with its own event loop, threads and pool, and 
 interpreter lock. With W workers sharing C clients (the kernel hands each new connection to
 one of them), the model of labkit.experiments.model holds per process, and adds up:
 
-    X <= min(W * C_eff / (L + s), min(W, cores) / s)
+    X <= min(sum over workers of min(C_w, pool) / (L + s), min(W, cores) / s)
 
-- ``C_eff = min(C / W, pool)`` for the async setup: each worker's clients wait on its own pool;
+- ``C_w``: the clients worker w serves (the kernel's split, measured); each worker's clients
+  wait on its own pool (the async setup: a waiting request holds a connection, no thread);
 - ``min(W, cores) / s``: each worker runs its Python on one core at a time, and there are only
   so many cores. ``s`` is one worker's CPU per request, measured at L = 0.
 
@@ -78,11 +79,6 @@ class WorkersModel:
     def limit(self, split: Sequence[int], latency_s: float) -> str:
         bounds = self.bounds(split, latency_s)
         return min(bounds, key=bounds.__getitem__)
-
-
-def even_split(clients: int, workers: int) -> list[int]:
-    """`clients` dealt out to `workers` as evenly as they go."""
-    return [len(range(w, clients, workers)) for w in range(workers)]
 
 
 @dataclass(frozen=True)

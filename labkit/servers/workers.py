@@ -56,7 +56,7 @@ class NameTheWorker:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.name = worker_name().encode()
+        self.header = (WORKER_HEADER.encode(), worker_name().encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,7 +64,10 @@ class NameTheWorker:
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-lab-worker", self.name)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (WORKER_HEADER.encode(), self.name),
+                ]
             await send(message)
 
         await self.app(scope, receive, named)
