@@ -64,10 +64,7 @@ class NameTheWorker:
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (WORKER_HEADER.encode(), self.name),
-                ]
+                message["headers"] = [*message.get("headers", []), self.header]
             await send(message)
 
         await self.app(scope, receive, named)
