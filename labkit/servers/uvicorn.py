@@ -15,6 +15,7 @@ real client would. All three end with the block or the call: nothing is left lis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import os
@@ -26,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import httpx
@@ -35,6 +37,11 @@ from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
 LOOPBACK = "127.0.0.1"
+READY_FOLDER = "LAB_SERVE_READY"
+"""Where each worker of the lab's ``serve`` notes that it has started (a file named after its
+process id): the first answer to a request proves only that one worker is up, and which
+worker accepts a connection is the kernel's choice, so asking until each has answered can
+take long."""
 
 
 def free_port() -> int:
@@ -113,25 +120,37 @@ def served(
         command += ["--workers", str(workers), *extra_args]
     base = f"http://{LOOPBACK}:{port}"
     # stderr to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty server.
-    with tempfile.TemporaryFile("w+") as errors:
+    with (
+        tempfile.TemporaryDirectory(prefix="lab-serve-") as ready,
+        tempfile.TemporaryFile("w+") as errors,
+    ):
         server = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": url},
+            env={**os.environ, "DATABASE_URL": url, READY_FOLDER: ready},
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
         try:
             _wait_until_healthy(server, base, errors, startup_timeout_s)
             if app is None:
-                _wait_for_workers(base, workers, startup_timeout_s)
+                _wait_for_workers(server, Path(ready), workers, startup_timeout_s)
             yield Server(base, server.pid)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop as Ctrl+C does (uvicorn then stops its workers), or, after 10 s, kill it and all
+    it started."""
+    started = psutil.Process(server.pid).children(recursive=True)
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        for process in [*started, psutil.Process(server.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        server.wait()
 
 
 def _wait_until_healthy(
@@ -151,15 +170,15 @@ def _wait_until_healthy(
             time.sleep(0.1)
 
 
-def _wait_for_workers(base: str, workers: int, timeout_s: float) -> None:
-    """Until `workers` processes have answered: the first answer proves only one is up. Each
-    request opens a connection of its own, which any worker that is up may accept; the lab's
-    workers name themselves in the ``X-Lab-Worker`` header."""
-    deadline, seen = time.monotonic() + timeout_s, set()
-    while len(seen) < workers:
-        seen.add(httpx.get(f"{base}/health", timeout=5).headers.get("x-lab-worker"))
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(seen)} of {workers} workers answered in time")
+def _wait_for_workers(
+    server: subprocess.Popen, ready: Path, workers: int, timeout_s: float
+) -> None:
+    """Until each of the `workers` processes has started its app (`READY_FOLDER`)."""
+    deadline = time.monotonic() + timeout_s
+    while len(list(ready.iterdir())) < workers:
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(list(ready.iterdir()))} of {workers} workers started")
+        time.sleep(0.02)
 
 
 def drive_elsewhere(base_url: str, setup: str, *, requests: int, concurrency: int) -> dict:

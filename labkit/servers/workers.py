@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..instrumented.app import create_app
 from ..instrumented.databases import EngineOptions, SyncDatabase
 from ..seed import create_and_seed
-from .uvicorn import LOOPBACK
+from .uvicorn import LOOPBACK, READY_FOLDER
 
 SETTINGS = "LAB_SERVE_SETTINGS"
 """The environment variable that carries `ServeSettings` from ``serve`` to its workers."""
@@ -78,6 +81,16 @@ def app_from_environment() -> FastAPI:
     options = replace(settings.options, application_name=worker_name())
     app = create_app(None, options, threads=settings.threads, seed=False)
     app.add_middleware(NameTheWorker)
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with started(app):
+            if folder := os.environ.get(READY_FOLDER):  # `served` waits for every worker
+                Path(folder, str(os.getpid())).touch()
+            yield
+
+    app.router.lifespan_context = lifespan
     return app
 
 
