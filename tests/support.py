@@ -7,6 +7,7 @@ Built on `labkit.servers.postgres`, as the notebooks are.
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,15 @@ from labkit.servers.postgres import (
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 """Run a test (or a module, as ``pytestmark``) once per backend, whatever `DATABASE_URL` says:
 for promises the two keep differently (PostgreSQL cannot store NUL, for one)."""
+
+
+def refuses_connections(port: int) -> bool:
+    """Nothing accepts a TCP connection on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
 
 
 def cannot_run(reason: str) -> NoReturn:

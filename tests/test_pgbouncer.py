@@ -6,7 +6,6 @@ with the reason, unless LAB_REQUIRE_POSTGRES is set, as in CI, which makes that 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import URL, make_url
-from support import cannot_run
+from support import cannot_run, refuses_connections
 
 import labkit.servers.pgbouncer as pgbouncer_module
 from labkit.servers.pgbouncer import NoPgBouncer, pgbouncer, pgbouncer_if_any
@@ -38,15 +37,6 @@ def pgbouncer_or_skip() -> None:
     program, reason = pgbouncer_if_any()
     if program is None:
         cannot_run(reason)
-
-
-def refuses_connections(port: int) -> bool:
-    """Nothing accepts a TCP connection on 127.0.0.1:`port`."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support import assert_nothing_held, cannot_run
+from support import assert_nothing_held, cannot_run, refuses_connections
 
 from labkit import SETUPS, EngineOptions, create_app, lab_client
 from labkit.servers.pgbouncer import pgbouncer_if_any
@@ -180,14 +179,6 @@ def test_what_a_killed_process_started_is_stopped_after_it() -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr
     ports = [int(port) for port in done.stdout.split()]
     deadline = time.monotonic() + 15
-    while any(_listening(port) for port in ports) and time.monotonic() < deadline:
+    while not all(refuses_connections(port) for port in ports) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_listening(port) for port in ports)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+    assert all(refuses_connections(port) for port in ports)

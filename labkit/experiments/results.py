@@ -24,8 +24,42 @@ def ms_percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.frombuffer(values, dtype="d"), q)) * 1000
 
 
+class Answers:
+    """What a load run's answers add up to, for any run that counts `statuses` (and `errors`
+    raised instead of an answer), times `response_times_s` and lasts `elapsed_s`.
+
+    Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
+    """
+
+    statuses: Counter[int]
+    errors: Counter[str]
+    response_times_s: array[float]
+    elapsed_s: float
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not succeed: non-2xx answers and exceptions."""
+        return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second of the run's wall time."""
+        return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    def percentile_ms(self, q: float) -> float:
+        return ms_percentile(self.response_times_s, q)
+
+    @property
+    def p50_ms(self) -> float:
+        return self.percentile_ms(50)
+
+
 @dataclass
-class LoadResult:
+class LoadResult(Answers):
     """One load run: what each request took, what came back, and what the probes saw.
 
     Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
@@ -53,31 +87,10 @@ class LoadResult:
     pool: int | None = None
 
     @property
-    def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
-
-    @property
-    def failed(self) -> int:
-        """Requests that did not succeed: non-2xx answers and exceptions."""
-        return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
-
-    @property
     def cpu_ms(self) -> float:
         """CPU time of the whole process (all threads) per answered request, in milliseconds."""
         answered = sum(self.statuses.values())
         return self.cpu_s / answered * 1000 if answered else float("nan")
-
-    @property
-    def throughput(self) -> float:
-        """Successful requests per second of the run's wall time."""
-        return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
-
-    def percentile_ms(self, q: float) -> float:
-        return ms_percentile(self.response_times_s, q)
-
-    @property
-    def p50_ms(self) -> float:
-        return self.percentile_ms(50)
 
     @property
     def p95_ms(self) -> float:

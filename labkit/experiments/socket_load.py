@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 
 from ..servers.workers import WORKER_HEADER
 from .load import route_for
-from .results import ms_percentile
+from .results import Answers
 
 WORKER_HEADER_LINE = f"\r\n{WORKER_HEADER}: ".encode()
 
 
 @dataclass
-class SocketLoad:
+class SocketLoad(Answers):
     """What one run of `socket_load` saw: statuses, response times, which worker answered."""
 
     concurrency: int
@@ -44,23 +44,6 @@ class SocketLoad:
     response_times_s: array[float] = field(default_factory=lambda: array("d"))
     first_body: dict[int, str] = field(default_factory=dict)
     """The first answer's body for each status: what a 503 said, say."""
-
-    @property
-    def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
-
-    @property
-    def failed(self) -> int:
-        return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
-
-    @property
-    def throughput(self) -> float:
-        """Successful requests per second of the run's wall time."""
-        return self.ok / self.elapsed_s if self.elapsed_s > 0 else float("nan")
-
-    @property
-    def p50_ms(self) -> float:
-        return ms_percentile(self.response_times_s, 50)
 
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]

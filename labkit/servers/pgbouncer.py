@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from .ports import free_port
 from .postgres import REQUIRE_POSTGRES, PostgresServer, run_as_user
 from .reaper import cancel, when_this_process_ends
 
@@ -98,12 +99,6 @@ pidfile = {folder}/pgbouncer.pid
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def pgbouncer(
     server: PostgresServer,
@@ -146,7 +141,7 @@ def _running(
     """Write the config into `folder`, start PgBouncer, yield its port and version, stop it."""
     if as_user:
         os.chown(folder, as_user["user"], as_user["group"])
-    port = _free_port()
+    port = free_port()
     version = subprocess.run(
         [program, "--version"], capture_output=True, text=True, check=False, timeout=10
     ).stdout.partition("\n")[0]

@@ -19,7 +19,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,6 +32,7 @@ import psycopg
 from sqlalchemy.engine import URL, make_url
 
 from ..settings import database_url, safe_url
+from .ports import free_port
 from .reaper import cancel, when_this_process_ends
 
 REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
@@ -89,12 +89,6 @@ def postgres_binaries() -> Path | None:
         if Path(folder, "pg_ctl").exists() and Path(folder, "initdb").exists():
             return Path(folder)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_as_user(user: str | None) -> dict[str, Any]:
@@ -173,7 +167,7 @@ def _start(
         os.chown(folder, as_user["user"], as_user["group"])
     # In the folder: `user` may not be allowed into this process's working directory.
     run_as = {**as_user, "cwd": folder}
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
     options += "".join(f" -c {name}={value}" for name, value in settings.items())
 

@@ -19,7 +19,6 @@ import contextlib
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,13 @@ import uvicorn
 from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
-LOOPBACK = "127.0.0.1"
+from .ports import LOOPBACK, free_port
+
 READY_FOLDER = "LAB_SERVE_READY"
 """Where each worker of the lab's ``serve`` notes that it has started (a file named after its
 process id): the first answer to a request proves only that one worker is up, and which
 worker accepts a connection is the kernel's choice, so asking until each has answered can
 take long."""
-
-
-def free_port() -> int:
-    """A port nobody listens on now (the OS picks it; a race with another program is unlikely)."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager
