@@ -6,7 +6,8 @@
 - `labkit.instrumented`: the learner's app with the instruments on (`create_app`), and the
   small apps of single lessons;
 - `labkit.experiments`: the load driver, the grid, the throughput model, the ceilings, `probe`;
-- `labkit.display`: tables, plots and progress bars for the experiments' results;
+- `labkit.display`: plots, the model explorer, and `readable`, how tables write numbers (every
+  result's `to_frame()` is a pandas DataFrame; progress bars are tqdm's);
 - `labkit.servers`: PostgreSQL servers, PgBouncer, and uvicorn processes (``--workers`` too).
 
 A notebook's setup cell takes what it uses from here, and its plots from `labkit.display.plots`
@@ -16,8 +17,7 @@ notebooks print it.
 """
 
 from .client import event_stream, lab_client, lab_websocket
-from .display.progress import auto_progress
-from .display.table import Table, table
+from .display.frames import readable
 from .experiments.ceilings import (
     async_session_gets,
     connection_costs,
@@ -97,7 +97,6 @@ __all__ = [
     "StatementLog",
     "StepClock",
     "SyncDatabase",
-    "Table",
     "ThroughputModel",
     "Timeline",
     "User",
@@ -111,7 +110,6 @@ __all__ = [
     "async_session_gets",
     "async_url",
     "author_listing_app",
-    "auto_progress",
     "calibrate",
     "capture_sql",
     "catch_slow_callbacks",
@@ -145,6 +143,7 @@ __all__ = [
     "pgbouncer",
     "pgbouncer_program",
     "raw_sqlite_lookups",
+    "readable",
     "refresh_after_commit_app",
     "request_steps",
     "request_steps_app",
@@ -160,7 +159,6 @@ __all__ = [
     "shared_sessions",
     "socket_load",
     "sqlite_url",
-    "table",
     "take_turns",
     "thread_limit",
     "thread_reuse",

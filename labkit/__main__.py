@@ -1,7 +1,8 @@
 """``python -m labkit``: the timing lab from a terminal.
 
 - ``bench``: the notebook's grid (setups x concurrency x latency) on the in-process app, with a
-  progress bar on stderr, then a table, and on request a CSV file and a PNG plot;
+  progress bar on a terminal's stderr (tqdm), then a table, and on request a CSV file and a PNG
+  plot (the table and the CSV are one pandas DataFrame);
 - ``serve``: the same app under uvicorn on 127.0.0.1, for a browser (its DevTools Network panel
   shows each response's ``Server-Timing``) or for ``drive``; ``--workers N`` runs N processes;
 - ``drive``: the load driver against a server on this machine, over a real socket;
@@ -24,18 +25,19 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy.engine import URL, make_url
+from tqdm.auto import tqdm
 
-from .display.progress import auto_progress
-from .display.table import table
+from .display.frames import as_text
 from .experiments.grid import calibrate, run_grid
 from .experiments.load import run_load
 from .experiments.model import ANYIO_THREADS
 from .experiments.probe import ProbeError, import_app, probe
+from .experiments.results import Tabular
 from .experiments.setups import SETUPS
 from .instrumented.databases import EngineOptions
 from .servers.uvicorn import LOOPBACK
@@ -226,7 +228,7 @@ async def bench(args: argparse.Namespace) -> int:
         model=model,
         threads=args.threads,
         health_every_s=args.health_every / 1000 if args.health_every else None,
-        progress=auto_progress(),
+        progress=_progress_bar(),
         options=options,
     )
     columns = ["setup", "C", "L_ms", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms"]
@@ -235,9 +237,9 @@ async def bench(args: argparse.Namespace) -> int:
     columns += ["peak_conns", "new_conns", "peak_threads"]
     if model is not None:
         columns += ["model_rps", "vs_model", "limit"]
-    print(table(grid, columns), file=out)
+    _print_table(grid, columns, out)
     if args.csv:
-        table(grid).to_csv(sys.stdout if args.csv == "-" else args.csv)
+        _write_csv(grid, args.csv)
     if args.plot:
         import matplotlib
 
@@ -252,6 +254,21 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"plot saved to {args.plot}", file=out)
     print(f"peak memory (RSS): {_peak_rss_mb():.0f} MB", file=out)
     return 0
+
+
+def _progress_bar() -> tqdm:
+    """A bar on stderr while the runs go on: on a terminal only (``disable=None``), so a pipe
+    or a file gets the table alone."""
+    return tqdm(unit="request", disable=None, leave=False)
+
+
+def _print_table(result: Tabular, columns: Sequence[str], out: IO[str]) -> None:
+    print(as_text(result.to_frame(), columns), file=out)
+
+
+def _write_csv(result: Tabular, target: str) -> None:
+    """Every column, full precision, to a file or (``-``) to stdout."""
+    result.to_frame().to_csv(sys.stdout if target == "-" else target, index=False)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -295,9 +312,9 @@ async def drive(args: argparse.Namespace) -> int:
             warmup=min(args.concurrency, 10),
         )
     if args.csv:
-        table(result).to_csv(sys.stdout if args.csv == "-" else args.csv)
+        _write_csv(result, args.csv)
     else:
-        print(table(result, ["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"]))
+        _print_table(result, ["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"], sys.stdout)
     return 0
 
 
@@ -326,15 +343,15 @@ async def probe_app(args: argparse.Namespace) -> int:
         latency_ms=args.latency,
         requests=args.requests,
         ids=args.ids,
-        progress=auto_progress(),
+        progress=_progress_bar(),
     )
-    print(table(report, PROBE_COLUMNS), file=out)
+    _print_table(report, PROBE_COLUMNS, out)
     for sentence in report.verdicts():
         print(textwrap.fill(sentence, 100, initial_indent="\n", subsequent_indent="  "), file=out)
     if report.unsupported:
         print(f"note: no simulated latency on {', '.join(sorted(report.unsupported))}", file=out)
     if args.csv:
-        table(report).to_csv(sys.stdout if args.csv == "-" else args.csv)
+        _write_csv(report, args.csv)
     return 0
 
 

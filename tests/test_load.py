@@ -13,9 +13,10 @@ import httpx
 import numpy as np
 import pytest
 from support import assert_nothing_held
+from tqdm import tqdm
 
 from labkit import SETUPS, EngineOptions, lab_client
-from labkit.display.table import table
+from labkit.display.frames import as_text, readable
 from labkit.experiments.grid import Grid, calibrate, run_grid
 from labkit.experiments.load import route_for, run_load
 from labkit.experiments.model import ThroughputModel
@@ -164,17 +165,28 @@ async def test_server_timing_of_each_response_is_kept() -> None:
     assert 0.5 < result.db_share <= 1.0
 
 
-async def test_result_renders_as_table_and_csv() -> None:
+async def test_result_is_a_data_frame_as_text_and_csv() -> None:
     async with client_for(fake_app(0.001, 0.001)) as client:
         result = await run_load(client, "/users/{id}", requests=10, concurrency=2)
-    assert "<table>" in table(result)._repr_html_()
-    lines = str(table(result)).splitlines()
-    assert lines[0].split()[:3] == ["setup", "C", "L_ms"]
+    frame = result.to_frame()
+    assert list(frame.columns[:3]) == ["setup", "C", "L_ms"] and frame.loc[0, "ok"] == 10
+    header, row = as_text(frame, ["setup", "C", "L_ms", "ok", "health_p50_ms"]).splitlines()
+    assert header.split() == ["setup", "C", "L_ms", "ok"]  # a column it lacks is left out
+    assert row.split() == ["/users/{id}", "2", "-", "10"]  # NaN, nothing measured: a dash
     buffer = io.StringIO()
-    table(result).to_csv(buffer)
+    frame.to_csv(buffer, index=False)
     header, row = buffer.getvalue().splitlines()
     assert header.startswith("setup,C,L_ms,ok,failed,rps,")
-    assert row.startswith("/users/{id},2,nan,10,0,")
+    assert row.startswith("/users/{id},2,,10,0,")
+
+
+def test_readable_numbers_keep_three_digits_or_whole_ones() -> None:
+    assert [readable(v) for v in (0.4567, 7.214, 43.71, 1290.4)] == [
+        "0.457",
+        "7.21",
+        "43.7",
+        "1,290",
+    ]
 
 
 async def test_cancelled_fake_run_leaves_no_task_behind() -> None:
@@ -237,8 +249,10 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
         least=5,
         model=model,
         options=EngineOptions(pool_size=3, max_overflow=1),
+        progress=(bar := tqdm(file=io.StringIO())),
     )
     assert isinstance(grid, Grid) and len(grid) == 8
+    assert bar.n == bar.total == sum(r.requests for r in grid)  # every request, one step each
     assert grid.model is not None and grid.model.pool == 4
     point = grid.get("threadpool", 2, 5)
     assert point.latency_ms == 5 and point.ok >= 5
@@ -247,7 +261,7 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
     assert {row["limit"] for row in rows if row["setup"] != "health"} <= {"cpu", "clients"}
     assert all(set(row) == set(rows[0]) for row in rows)  # CSV columns line up
     buffer = io.StringIO()
-    table(grid).to_csv(buffer)
+    grid.to_frame().to_csv(buffer, index=False)
     assert len(buffer.getvalue().splitlines()) == 9
 
 

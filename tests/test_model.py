@@ -54,3 +54,9 @@ def test_knee_and_the_points_judged_against_the_model() -> None:
 def test_unknown_setup_is_refused() -> None:
     with pytest.raises(ValueError, match="no setup 'health'"):
         MODEL.effective_concurrency("health", 1)
+
+
+def test_the_sync_setups_may_deadlock_past_their_limits_and_async_never() -> None:
+    assert not MODEL.may_deadlock("blocking", 15) and MODEL.may_deadlock("blocking", 16)
+    assert not MODEL.may_deadlock("threadpool", 54) and MODEL.may_deadlock("threadpool", 55)
+    assert not MODEL.may_deadlock("async", 1000)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -21,10 +21,13 @@ from sqlalchemy.engine import URL
 from ..client import lab_client
 from ..instrumented.app import create_app
 from ..instrumented.databases import EngineOptions
-from .load import Progress, run_load
+from .load import run_load
 from .model import ANYIO_THREADS, ThroughputModel
-from .results import LoadResult, merge
+from .results import LoadResult, Tabular, merge
 from .setups import SETUPS
+
+if TYPE_CHECKING:
+    from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
 DOUBTFUL_BELOW = 0.55
 """A point under this share of the model's bound is doubted: measured again when asked.
@@ -39,7 +42,7 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
-class Grid:
+class Grid(Tabular):
     """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
 
     results: list[LoadResult] = field(default_factory=list)
@@ -170,7 +173,7 @@ async def run_grid(
     health_every_s: float | None = None,
     warmup: int = 5,
     rounds: int = 1,
-    progress: Progress | None = None,
+    progress: tqdm | None = None,
     options: EngineOptions | None = None,
     recheck: int = 0,
     say: Callable[[str], None] = print,
@@ -208,14 +211,14 @@ async def run_grid(
     }
     slices = {point: -(-n // rounds) for point, n in counts.items()}  # requests per round
     if progress is not None:
-        progress.start(sum(slices.values()) * rounds)
+        progress.reset(total=sum(slices.values()) * rounds)
 
     async def one_slice(
         client: httpx.AsyncClient, app: FastAPI, point: tuple[str, int, float], round_: int
     ) -> LoadResult:
         setup, c, latency = point
         if progress is not None:
-            progress.describe(f"{setup} C={c} L={latency:g} ms")
+            progress.set_description(f"{setup} C={c} L={latency:g} ms")
         return await run_load(
             client,
             setup,
@@ -248,7 +251,7 @@ async def run_grid(
             if not doubted:
                 break
             if progress is not None:
-                progress.start(sum(slices[_point(r)] for r in doubted) * rounds)
+                progress.reset(total=sum(slices[_point(r)] for r in doubted) * rounds)
             say(
                 f"measured again ({attempt + 1} of {recheck}), under "
                 f"{DOUBTFUL_BELOW:.0%} of the model's bound: "

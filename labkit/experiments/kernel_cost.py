@@ -53,6 +53,7 @@ from ..instrumented.databases import EngineOptions
 from ..instruments.events import listening
 from .grid import calibrate
 from .model import ThroughputModel
+from .results import Tabular
 from .setups import SETUPS
 
 T = TypeVar("T")
@@ -300,7 +301,7 @@ def asyncio_origins(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class NestAsyncioCost:
+class NestAsyncioCost(Tabular):
     """What `nest_asyncio_cost` found in its two processes, named by their `RUNNERS`."""
 
     calibrations: Calibrations

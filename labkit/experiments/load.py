@@ -18,7 +18,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -37,14 +37,8 @@ from ..seed import seed_users
 from .results import LoadResult
 from .setups import SETUPS, setup_named
 
-
-class Progress(Protocol):
-    """What a long run reports its progress to (labkit.display.progress has a bar)."""
-
-    def start(self, total: int) -> None: ...
-    def describe(self, label: str) -> None: ...
-    def advance(self, done: int = 1) -> None: ...
-    def close(self) -> None: ...
+if TYPE_CHECKING:
+    from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
 
 def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
@@ -78,7 +72,7 @@ def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
 class _Recorder:
     """Where the worker tasks put what they saw (all on the event loop: no locks needed)."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: tqdm | None) -> None:
         self.latencies = array("d")
         self.server_total = array("d")
         self.server_db = array("d")
@@ -98,12 +92,12 @@ class _Recorder:
         if not response.is_success:
             self.reasons[f"{response.status_code} {_detail(response)}"] += 1
         if self.progress is not None:
-            self.progress.advance()
+            self.progress.update()
 
     def error(self, exc: Exception) -> None:
         self.errors[type(exc).__name__] += 1
         if self.progress is not None:
-            self.progress.advance()
+            self.progress.update()
 
 
 def _detail(response: httpx.Response) -> str:
@@ -178,7 +172,7 @@ async def run_load(
     warmup: int = 0,
     health_every_s: float | None = None,
     lag_interval_s: float = 0.001,
-    progress: Progress | None = None,
+    progress: tqdm | None = None,
     ids: int | None = None,
 ) -> LoadResult:
     """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.

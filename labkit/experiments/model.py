@@ -84,6 +84,17 @@ class ThroughputModel:
             return "threads"
         return "pool"
 
+    def may_deadlock(self, setup: str, concurrency: int) -> bool:
+        """Where a sync setup can get stuck until ``pool_timeout``, which no bound describes:
+        the blocking setup with more clients than connections, the threadpool setup with
+        ``threads + pool`` or more (notebook 05 shows both). The async setup only queues."""
+        holds = setup_named(setup).holds
+        if holds is Holds.EVENT_LOOP:
+            return concurrency > self.pool
+        if holds is Holds.THREAD_AND_CONNECTION:
+            return concurrency >= self.threads + self.pool
+        return False
+
     def knee(self, setup: str, latency_s: float) -> float:
         """The concurrency where throughput stops growing with C: the first limit reached."""
         s = self.cpu_s[setup]

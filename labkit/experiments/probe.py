@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from sqlalchemy.pool import QueuePool
@@ -31,9 +31,12 @@ from ..client import lab_client
 from ..instruments.latency import latency_everywhere
 from ..instruments.probes import EngineCounts, watch_engine
 from ..instruments.statements import StatementThreads, pool_capacity, watch_statement_threads
-from .load import Progress, run_load
-from .results import LoadResult
+from .load import run_load
+from .results import LoadResult, Tabular
 from .setups import ASYNC, BLOCKING, THREADPOOL, Setup
+
+if TYPE_CHECKING:
+    from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
 LOOP_HELD_SHARE = 0.5
 """The event loop is the limit when sync database calls held it this share of a run or more."""
@@ -262,7 +265,7 @@ def stall(points: Sequence[ProbePoint], concurrency: int) -> str | None:
 
 
 @dataclass
-class ProbeReport:
+class ProbeReport(Tabular):
     """Every point of a probe, in the order run (path by path, concurrency rising)."""
 
     points: list[ProbePoint] = field(default_factory=list)
@@ -276,7 +279,7 @@ class ProbeReport:
         return {p.path: [q for q in self.points if q.path == p.path] for p in self.points}
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per point, for labkit.display.table."""
+        """One row per point: the table `python -m labkit probe` prints."""
         rows = []
         for path, points in self.by_path().items():
             for point in points:
@@ -335,7 +338,7 @@ async def probe(
     ids: int = 1,
     per_client: int = 3,
     warmup: int = 10,
-    progress: Progress | None = None,
+    progress: tqdm | None = None,
 ) -> ProbeReport:
     """Load each of `paths` (GET) at each of `concurrencies` through `app`'s own lifespan.
 
@@ -351,7 +354,7 @@ async def probe(
     report = ProbeReport(latency_ms=latency_ms)
     counts = {c: max(requests, per_client * c) for c in concurrencies}
     if progress is not None:
-        progress.start(len(paths) * sum(counts.values()))
+        progress.reset(total=len(paths) * sum(counts.values()))
     try:
         async with lab_client(app, raise_app_exceptions=False) as client:
             # The thread watch first: its clock must start before the simulated wait.
@@ -367,10 +370,10 @@ async def probe(
                         if why is not None:
                             report.skipped.setdefault(path, []).append(why)
                             if progress is not None:
-                                progress.advance(counts[c])
+                                progress.update(counts[c])
                             continue
                         if progress is not None:
-                            progress.describe(f"{path} C={c}")
+                            progress.set_description(f"{path} C={c}")
                         if warmup:  # unwatched, so statements per request are the run's
                             n = min(c, warmup)
                             await run_load(client, path, requests=n, concurrency=n, ids=ids)

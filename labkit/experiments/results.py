@@ -1,6 +1,7 @@
 """What one load run measured: `LoadResult`, and how several runs of one point add up.
 
-Data only: labkit.display shows results as tables and plots; labkit.experiments.load makes them.
+Data only: `to_frame()` gives any result's rows as a pandas DataFrame, labkit.display.plots
+draws them; labkit.experiments.load makes them.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..instruments.probes import EngineCounts, LagTrace
 from .model import ANYIO_THREADS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def ms_percentile(values: Sequence[float], q: float) -> float:
@@ -22,6 +26,23 @@ def ms_percentile(values: Sequence[float], q: float) -> float:
     if not len(values):
         return float("nan")
     return float(np.percentile(np.frombuffer(values, dtype="d"), q)) * 1000
+
+
+class Tabular:
+    """A result that gives its measurements as rows (a dict per row, every row the same keys)."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame: a table in a notebook, text in a terminal, CSV with `to_csv`.
+
+        pandas is imported here, not with the module: a process that only serves or measures
+        never needs it.
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
 
 
 class Answers:
@@ -59,7 +80,7 @@ class Answers:
 
 
 @dataclass
-class LoadResult(Answers):
+class LoadResult(Answers, Tabular):
     """One load run: what each request took, what came back, and what the probes saw.
 
     Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import io
 import os
 import subprocess
@@ -179,14 +178,7 @@ def drive_elsewhere(base_url: str, setup: str, *, requests: int, concurrency: in
     command = [sys.executable, "-m", "labkit", "drive", base_url, "--setup", setup]
     command += ["--requests", str(requests), "--concurrency", str(concurrency), "--csv", "-"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
-    (row,) = csv.DictReader(io.StringIO(done.stdout))
-    return {key: _number(value) for key, value in row.items()}
+    import pandas as pd  # here: a process that only serves never needs it
 
-
-def _number(text: str) -> str | int | float:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    (row,) = pd.read_csv(io.StringIO(done.stdout)).to_dict("records")
+    return row
