@@ -90,8 +90,8 @@ def learner_tests_on_postgres(item: pytest.Item) -> bool:
     return url is not None and make_url(url).get_backend_name() == "postgresql"
 
 
-SLOW_FILES = {"test_jupyter_serves_notebooks.py"}
-"""Test files that serve the notebooks: as slow as the notebooks themselves."""
+SLOW_FILES = {"test_jupyter_serves_notebooks.py", "test_jupyterlab_in_browser.py"}
+"""Test files that serve the notebooks (one runs them in a browser): as slow as the notebooks."""
 
 POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 

@@ -1,16 +1,23 @@
 """What labkit's tests share, beside conftest's fixtures (which are built on it): a database of a
 test's own on either backend, the lab's PostgreSQL server or a skip (a failure under
-LAB_REQUIRE_POSTGRES), and what an app or a database still holds after its requests.
-Built on `labkit.servers.postgres`, as the notebooks are.
+LAB_REQUIRE_POSTGRES), what an app or a database still holds after its requests, and a
+`jupyter lab` of a test's own. Built on `labkit.servers.postgres`, as the notebooks are.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,6 +27,7 @@ from sqlalchemy.engine import URL
 
 from labkit import AsyncDatabase, SyncDatabase, sqlite_url
 from labkit.scratch import BACKENDS
+from labkit.servers.ports import LOOPBACK, free_port
 from labkit.servers.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
@@ -104,3 +112,100 @@ def assert_nothing_held(*holders: Holder) -> None:
     """Every session closed and every pooled connection back, in each database of `holders`."""
     found = held(*holders)
     assert found == dict.fromkeys(found, 0), found
+
+
+@dataclass(frozen=True)
+class JupyterLab:
+    """A running `jupyter lab`: where it answers, the token it asks for, and its log."""
+
+    base_url: str
+    token: str
+    log: Path
+
+    def url(self, path: str) -> str:
+        """`path` (``/lab``, ``/api/...``, with or without a query) with the token, logged in."""
+        separator = "&" if "?" in path else "?"
+        return f"{self.base_url}{path}{separator}token={self.token}"
+
+    def get_json(self, path: str) -> object:
+        with urllib.request.urlopen(self.url(path), timeout=5) as response:
+            return json.load(response)
+
+    def answers(self) -> bool:
+        """Its API answers (it is ready)."""
+        try:
+            self.get_json("/api/status")
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def jupyter_lab(root: Path, state: Path, *, timeout_s: float = 60) -> Iterator[JupyterLab]:
+    """`jupyter lab` serving `root` on loopback with a token, as a learner starts it, once it
+    answers ``/api/status``; stopped (its kernels with it) and waited for on exit.
+
+    Its log, runtime files, settings and workspaces go to `state`, so the learner's own JupyterLab
+    settings change nothing here and nothing here is left in theirs. Any failure, in the server
+    or in the ``with`` block, names the log.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    _no_news(state / "settings")
+    log = state / "jupyter-lab.log"
+    port = free_port()
+    lab = JupyterLab(f"http://{LOOPBACK}:{port}", secrets.token_hex(16), log)
+    folders = {
+        "JUPYTER_RUNTIME_DIR": state / "runtime",
+        "JUPYTERLAB_SETTINGS_DIR": state / "settings",
+        "JUPYTERLAB_WORKSPACES_DIR": state / "workspaces",
+    }
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                f"--ip={LOOPBACK}",
+                f"--port={port}",
+                f"--IdentityProvider.token={lab.token}",
+                "--ServerApp.allow_root=True",
+                f"--ServerApp.root_dir={root}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **{name: str(folder) for name, folder in folders.items()}},
+        )
+    try:
+        _wait_until_answers(lab, server, timeout_s)
+        yield lab
+    except (Exception, pytest.fail.Exception) as exc:
+        exc.add_note(f"jupyter lab's log: {log}")
+        raise
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _no_news(settings: Path) -> None:
+    """Answer JupyterLab's question about Jupyter news beforehand, no: asked, it is a toast over
+    the page, and yes would fetch the news from the internet."""
+    notifications = settings / "@jupyterlab" / "apputils-extension"
+    notifications.mkdir(parents=True, exist_ok=True)
+    answer = {"fetchNews": "false", "checkForUpdates": False}
+    (notifications / "notification.jupyterlab-settings").write_text(json.dumps(answer))
+
+
+def _wait_until_answers(lab: JupyterLab, server: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not lab.answers():
+        if server.poll() is not None:
+            raise AssertionError(f"jupyter lab exited with {server.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jupyter lab did not answer within {timeout_s:.0f} s")
+        time.sleep(0.25)

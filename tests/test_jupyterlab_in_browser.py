@@ -1,0 +1,224 @@
+"""A learner's JupyterLab, in a real browser: notebook 00 runs from the Run menu and shows what
+the lesson promises, and notebook 05's model explorer redraws its figure when a slider moves.
+
+Headless Chromium (Debian's ``chromium``, driven by Playwright; no browser is downloaded) works
+on a copy of notebooks/: JupyterLab autosaves what runs, and the repository's notebooks keep the
+stored outputs that nbval compares. Where Chromium or Playwright is missing the test is skipped,
+with the reason; LAB_REQUIRE_BROWSER (set by CI) makes that a failure. It runs only without a
+PostgreSQL `DATABASE_URL`: what it checks is the browser's side, the same on either database, and
+the run on PostgreSQL repeats the notebooks under nbval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from support import JupyterLab, jupyter_lab
+
+from labkit.scratch import selected_backend
+
+try:
+    from playwright.sync_api import Locator, Page, expect, sync_playwright
+except ImportError as exc:  # `page` skips, or fails under LAB_REQUIRE_BROWSER, with this reason
+    PLAYWRIGHT_MISSING: str | None = f"the playwright package is missing ({exc})"
+else:
+    PLAYWRIGHT_MISSING = None
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_BROWSER = "LAB_REQUIRE_BROWSER"
+START_HERE = "00_start_here.ipynb"
+CONCURRENT = "05_concurrent_requests.ipynb"
+EXPLORER_CALL = "explore_model("
+SLIDERS = ["L (ms)", "s (ms)", "pool_size", "max_overflow", "threads", "clients"]
+"""The explorer's sliders, top to bottom, by the words beside them."""
+ON_PURPOSE = "asyncio.run() cannot be called from a running event loop"
+"""The error notebook 00 raises on purpose, in its fourth code cell: the only one it shows."""
+
+SHOWN_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+"""The notebook whose tab is chosen: the others are hidden."""
+ERROR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+"""Tracebacks and anything a cell writes to stderr: the red boxes a learner sees."""
+ERRORS_BY_CELL = """(panel, error) => [...panel.querySelectorAll(".jp-CodeCell")].flatMap(
+    (cell, number) => [...cell.querySelectorAll(error)].map(output => [number, output.textContent])
+)"""
+"""In one call: a locator per cell and output would cost a round trip to the browser each."""
+RAN = re.compile(r"^\[\d+\]:$")
+"""A code cell's prompt once it ran: its execution count."""
+RUNNING = "[*]:"
+"""Running, or queued to run."""
+NOT_RAN = "[ ]:"
+KERNEL_START_TIMEOUT_MS = 60_000
+RUN_TIMEOUT_MS = 120_000
+"""Notebook 00's last cells start subprocesses, and 05 calibrates its model: seconds each."""
+REDRAW_TIMEOUT_MS = 30_000
+"""The kernel redraws the explorer's figure in well under a second, unless the machine is busy."""
+
+
+def no_browser(reason: str) -> NoReturn:
+    """Skip with `reason`; under LAB_REQUIRE_BROWSER, fail with it instead."""
+    if os.environ.get(REQUIRE_BROWSER):
+        pytest.fail(f"{REQUIRE_BROWSER} is set but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served copy of notebooks/, the server's files and the screenshots."""
+    if selected_backend() == "postgresql":
+        pytest.skip("the browser's side is the same on PostgreSQL: the run without it checks it")
+    folder = tmp_path_factory.mktemp("jupyterlab-in-browser")
+    shutil.copytree(ROOT / "notebooks", folder / "notebooks")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chromium(folder: Path) -> str:
+    """Debian's Chromium, for Playwright to drive: where it or Playwright is missing, skip (fail
+    under LAB_REQUIRE_BROWSER)."""
+    if PLAYWRIGHT_MISSING:
+        no_browser(PLAYWRIGHT_MISSING)
+    program = shutil.which("chromium")
+    if program is None:
+        no_browser("Debian's chromium is not installed (apt-get install chromium)")
+    return program
+
+
+@pytest.fixture(scope="module")
+def lab(folder: Path, chromium: str) -> Iterator[JupyterLab]:
+    """JupyterLab serving the copy, started only where a browser can open it."""
+    with jupyter_lab(folder / "notebooks", folder / "lab") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def page(lab: JupyterLab, chromium: str) -> Iterator[Page]:
+    """JupyterLab in headless Chromium, opened on notebook 00 as a learner's link opens it."""
+    with sync_playwright() as playwright:
+        # CI runs as root, where Chromium's sandbox cannot start.
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(lab.url(f"/lab/tree/{START_HERE}?reset"))
+            yield page
+        finally:
+            browser.close()
+
+
+@contextmanager
+def screenshot_after(page: Page, lab: JupyterLab, path: Path) -> Iterator[None]:
+    """Save what the page shows at the end to `path` (on failure, scrolled to the first error
+    output); a failure names it and the server's log."""
+    try:
+        yield
+    except (Exception, pytest.fail.Exception) as exc:
+        exc.add_note(f"screenshot: {path}\njupyter lab's log: {lab.log}")
+        errors = page.locator(f"{SHOWN_NOTEBOOK} {ERROR_OUTPUT}")
+        if errors.count():
+            errors.first.scroll_into_view_if_needed()
+            expect(errors.first).to_be_in_viewport()
+        raise
+    finally:
+        page.screenshot(path=path)
+
+
+def open_notebook(page: Page, name: str) -> Locator:
+    """Open `name` from the file browser (or show it, if open) once its kernel is idle, with its
+    stored outputs cleared: every output then seen comes from this run. Its panel."""
+    page.locator(".jp-DirListing-item", has_text=name).dblclick()
+    expect_kernel_idle(page, name, timeout_ms=KERNEL_START_TIMEOUT_MS)
+    panel = page.locator(SHOWN_NOTEBOOK)
+    choose(page, "Edit", "Clear Outputs of All Cells")
+    expect(panel.locator(".jp-OutputArea-output")).to_have_count(0)
+    prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
+    expect(prompts).to_have_text([NOT_RAN] * prompts.count())
+    return panel
+
+
+def expect_kernel_idle(page: Page, name: str, timeout_ms: float = 5_000) -> None:
+    """The status bar says that notebook `name`'s kernel is idle: started, and running nothing."""
+    status = page.get_by_title(f"Change kernel for {name}")
+    expect(status).to_have_text("Python 3 (ipykernel) | Idle", timeout=timeout_ms)
+
+
+def choose(page: Page, menu: str, item: str) -> None:
+    """Click `menu` in the menu bar, then `item` in it, by the words a learner reads."""
+    page.locator(".lm-MenuBar").get_by_text(menu, exact=True).click()
+    page.locator(".lm-Menu").get_by_text(item, exact=True).click()
+
+
+def wait_until_run(page: Page, panel: Locator, name: str, ran: int) -> None:
+    """Wait until the run that was started ends, then check that the first `ran` code cells ran
+    (they show an execution count) and no other did.
+
+    A cell that raises ends the run: the cells queued after it lose their ``[*]`` and stay
+    unrun, so the run is over once no prompt shows ``[*]``, however it went.
+    """
+    prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
+    expect(prompts.first).to_have_text(RAN, timeout=RUN_TIMEOUT_MS)
+    expect(prompts.filter(has_text=RUNNING)).to_have_count(0, timeout=RUN_TIMEOUT_MS)
+    expect_kernel_idle(page, name)
+    shown = prompts.all_text_contents()
+    not_run = [number for number, prompt in enumerate(shown) if not RAN.match(prompt)]
+    assert not_run == list(range(ran, len(shown))), (
+        f"code cells not run (from 0): {not_run}; errors shown: {errors_shown(panel)}"
+    )
+
+
+def errors_shown(panel: Locator) -> list[tuple[int, str]]:
+    """Each error output: the number of its code cell (from 0) and its text."""
+    return [(number, text) for number, text in panel.evaluate(ERRORS_BY_CELL, ERROR_OUTPUT)]
+
+
+def test_notebook_00_runs_all_cells_from_the_run_menu(
+    page: Page, lab: JupyterLab, folder: Path
+) -> None:
+    with screenshot_after(page, lab, folder / "00_start_here.png"):
+        panel = open_notebook(page, START_HERE)
+        choose(page, "Run", "Run All Cells")
+        wait_until_run(page, panel, START_HERE, ran=panel.locator(".jp-CodeCell").count())
+        outputs = panel.locator(".jp-OutputArea-output")
+        expect(outputs.filter(has_text=re.compile(r": ready\.\s*$"))).to_have_count(1)
+        expect(outputs.filter(has_text=re.compile(r"GET\s+/health\s"))).to_have_count(1)
+        errors = errors_shown(panel)
+        assert [number for number, _ in errors] == [3], errors
+        assert ON_PURPOSE in errors[0][1], errors
+
+
+def explorer_cell(notebook: Path) -> tuple[int, int]:
+    """Where the cell that shows the model explorer is, among all cells, and how many code cells
+    run to show it: those above it, and itself."""
+    cells = json.loads(notebook.read_text())["cells"]
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and EXPLORER_CALL in "".join(cell["source"]):
+            return index, sum(above["cell_type"] == "code" for above in cells[: index + 1])
+    raise AssertionError(f"{notebook.name} has no cell that calls {EXPLORER_CALL}...)")
+
+
+def test_notebook_05_redraws_the_model_when_a_slider_moves(
+    page: Page, lab: JupyterLab, folder: Path
+) -> None:
+    index, ran = explorer_cell(folder / "notebooks" / CONCURRENT)
+    with screenshot_after(page, lab, folder / "05_concurrent_requests.png"):
+        panel = open_notebook(page, CONCURRENT)
+        cell = panel.locator(".jp-Cell").nth(index)
+        cell.locator(".jp-InputPrompt").click()
+        choose(page, "Run", "Run All Above Selected Cell")
+        choose(page, "Run", "Run Selected Cell and Do not Advance")
+        wait_until_run(page, panel, CONCURRENT, ran=ran)
+        image = cell.locator(".widget-image")
+        expect(image).to_be_visible(timeout=REDRAW_TIMEOUT_MS)
+        expect(cell.locator(".widget-slider .widget-label")).to_have_text(SLIDERS)
+        expect(cell.get_by_role("button", name="measure this point")).to_be_visible()
+        before = image.get_attribute("src") or ""
+        latency = cell.locator(".widget-slider").filter(has=page.get_by_text("L (ms)", exact=True))
+        latency.locator(".noUi-handle").press("ArrowRight")
+        expect(image).not_to_have_attribute("src", before, timeout=REDRAW_TIMEOUT_MS)
+        assert errors_shown(panel) == []
