@@ -125,6 +125,16 @@ SQLITE_NOTEBOOKS = {"05_concurrent_requests.ipynb"}
 SQLite run exactly, so it skips them (the timing notebook would cost a minute, for nothing)."""
 
 
+def same_whatever_database_url(item: pytest.Item) -> bool:
+    """A test that works on the database it names, not on `DATABASE_URL`'s: on PostgreSQL
+    through its fixtures, or on each backend (`support.every_backend`). A run with a
+    PostgreSQL `DATABASE_URL` would repeat the run without it exactly."""
+    if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "db_url" in callspec.params
+
+
 def needs_postgres(item: pytest.Item) -> bool:
     if item.path.suffix != ".ipynb" or item.path.name in SQLITE_NOTEBOOKS:
         return False
@@ -185,8 +195,9 @@ def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
     """Add the notebooks' second runs (`run_again`) and mark the slow tests, before ``-m``
-    deselects by marker; on PostgreSQL skip the notebooks that keep SQLite, and without it
-    those that keep PostgreSQL. Then, of the
+    deselects by marker; on PostgreSQL skip the notebooks that keep SQLite and the tests that
+    name their database (`same_whatever_database_url`), and without it the notebooks that keep
+    PostgreSQL. Then, of the
     tests left, skip the notebook cells that need PostgreSQL, with the reason, where no server
     can be found (so a run that leaves the notebooks out never looks for one).
 
@@ -202,6 +213,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
             item.add_marker(pytest.mark.slow)
         if on_postgres and item.path.name in SQLITE_NOTEBOOKS:
             reason = "runs on SQLite whatever DATABASE_URL says: the run without it checks it"
+            item.add_marker(pytest.mark.skip(reason=reason))
+        if on_postgres and same_whatever_database_url(item):
+            reason = "runs the same whatever DATABASE_URL says: the run without it checks it"
             item.add_marker(pytest.mark.skip(reason=reason))
         if not on_postgres and item.path.name in POSTGRES_NOTEBOOKS:
             reason = (

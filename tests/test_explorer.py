@@ -8,7 +8,7 @@ import base64
 import pytest
 from sqlalchemy.engine import URL
 
-from labkit.display.explorer import ModelPoint, explore_model, summary
+from labkit.display.explorer import ModelExplorer, ModelPoint, explore_model, summary
 from labkit.experiments.setups import SETUPS
 
 PNG = b"\x89PNG"
@@ -60,7 +60,8 @@ def test_the_explorer_says_which_inputs_it_knows_and_needs_a_database_to_measure
 
 @pytest.mark.slow
 def test_the_button_measures_each_setup_that_cannot_deadlock_there(db_url: URL) -> None:
-    explorer = explore_model(db_url, latency_ms=5, pool_size=2, max_overflow=0, clients=4)
+    start = ModelPoint(latency_ms=2, pool_size=2, max_overflow=0, clients=4)
+    explorer = ModelExplorer(db_url, start, seconds=0.1)
     before = explorer.image.value
     dots = explorer.measure()  # 4 clients, 2 connections: the blocking setup could deadlock
     assert [dot.setup for dot in dots] == ["threadpool", "async"]

@@ -32,6 +32,8 @@ except ImportError as exc:  # `page` skips, or fails under LAB_REQUIRE_BROWSER, 
 else:
     PLAYWRIGHT_MISSING = None
 
+pytestmark = pytest.mark.browser  # left out of a plain `pytest`: run with `pytest -m browser`
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_BROWSER = "LAB_REQUIRE_BROWSER"
 START_HERE = "00_start_here.ipynb"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sqlalchemy.engine import URL
 
 from labkit import SETUPS, sqlite_url
 from labkit.__main__ import main
+from labkit.experiments.socket_load import SocketLoad
+from labkit.experiments.workers import CpuUse, WorkersModel, WorkersPoint
 from labkit.servers.postgres import libpq_url
 from labkit.servers.uvicorn import Server, served
 from labkit.servers.workers import WORKER_HEADER, worker_name
@@ -104,3 +107,18 @@ def test_serve_refuses_zero_workers(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--workers", "0"])
     assert stopped.value.code == 2
     assert "not a whole number of at least 1: '0'" in capsys.readouterr().err
+
+
+def point(workers: int, latency_ms: float, ok: int, server_s: float) -> WorkersPoint:
+    """A run that answered `ok` requests for `server_s` of the server's CPU."""
+    load = SocketLoad(concurrency=32, elapsed_s=1.0, statuses=Counter({200: ok}))
+    return WorkersPoint(workers, latency_ms, load, CpuUse(server_s, server_s, 1.0))
+
+
+def test_the_workers_model_takes_the_cheapest_run_at_zero_latency() -> None:
+    runs = [point(1, 0, 364, 0.99), point(1, 10, 130, 0.43), point(2, 0, 1028, 1.70)]
+    model = WorkersModel.calibrated(runs, pool=2)
+    assert model.s == pytest.approx(1.70 / 1028)  # two workers spent less per request than one
+    assert model.throughput([18, 14], 0) == pytest.approx(min(2, model.cores) / model.s)
+    with pytest.raises(ValueError, match="a run at L = 0"):
+        WorkersModel.calibrated(runs[1:2], pool=2)
