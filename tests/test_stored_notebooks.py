@@ -1,6 +1,7 @@
-"""The notebooks as stored: readable where no kernel runs (GitHub, nbviewer, a notebook opened
-before any cell ran). A widget's output is stored without the widgets' state, so a renderer
-shows the plain form each output also carries; the model explorer's is its starting figure."""
+"""The notebooks as stored: readable where no kernel runs (GitHub, nbviewer). A widget's output
+is stored without the widgets' state, so a renderer shows the plain form each output also
+carries (the model explorer's is its starting figure), and no progress bar is stored.
+`tests/store_notebook.py` stores them so."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from store_notebook import is_progress_bar
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -25,11 +27,15 @@ def outputs(path: Path) -> list[tuple[str, dict]]:
     ]
 
 
+STORE = "store it with: python tests/store_notebook.py"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_every_widget_output_has_a_plain_form_and_no_state_is_stored(path: Path) -> None:
-    assert "widgets" not in json.loads(path.read_text())["metadata"]
+    assert "widgets" not in json.loads(path.read_text())["metadata"], f"{STORE} {path}"
     for source, output in outputs(path):
         data = output.get("data", {})
+        assert not is_progress_bar(output), f"a progress bar after {source!r}: {STORE} {path}"
         if WIDGET in data:
             assert "text/plain" in data, source
 

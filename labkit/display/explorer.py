@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from sqlalchemy.engine import URL
 
@@ -28,6 +29,9 @@ from ..experiments.model import ANYIO_THREADS, ThroughputModel
 from ..experiments.setups import SETUPS
 from ..instrumented.databases import EngineOptions
 from .plots import colour
+
+FIGURE_INCHES, DPI = (7, 3.8), 90
+"""The figure's size: shown at its own pixels, 630 x 342, in the widget as in the stored PNG."""
 
 LINE_STYLES = {"blocking": "-", "threadpool": "--", "async": ":"}
 """The threadpool and async lines often coincide (both end at the pool): each keeps its own dash."""
@@ -79,8 +83,16 @@ class Measured:
 
 
 SLIDERS: dict[str, tuple[str, type[widgets.ValueWidget], dict[str, Any]]] = {
-    "latency_ms": ("L (ms)", widgets.FloatSlider, {"min": 0, "max": 200, "step": 1}),
-    "cpu_ms": ("s (ms)", widgets.FloatSlider, {"min": 0.1, "max": 5, "step": 0.1}),
+    "latency_ms": (
+        "L (ms)",
+        widgets.FloatSlider,
+        {"min": 0, "max": 200, "step": 1, "readout_format": ".0f"},
+    ),
+    "cpu_ms": (
+        "s (ms)",
+        widgets.FloatSlider,
+        {"min": 0.1, "max": 5, "step": 0.1, "readout_format": ".1f"},
+    ),
     "pool_size": ("pool_size", widgets.IntSlider, {"min": 1, "max": 60}),
     "max_overflow": ("max_overflow", widgets.IntSlider, {"min": 0, "max": 60}),
     "threads": ("threads", widgets.IntSlider, {"min": 1, "max": 80}),
@@ -92,7 +104,7 @@ SLIDERS: dict[str, tuple[str, type[widgets.ValueWidget], dict[str, Any]]] = {
 def draw(point: ModelPoint, measured: Iterable[Measured] = ()) -> Figure:
     """The three setups' bounds against the number of clients, the chosen clients marked, and
     the dots measured at this point's L, pool and threads."""
-    fig = Figure(figsize=(7, 3.8), layout="constrained")
+    fig = Figure(figsize=FIGURE_INCHES, layout="constrained")
     ax = fig.add_subplot()
     most = SLIDERS["clients"][2]["max"]
     clients = np.unique(np.geomspace(1, most, 200).round().astype(int))
@@ -122,7 +134,7 @@ def draw(point: ModelPoint, measured: Iterable[Measured] = ()) -> Figure:
 
 def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
@@ -166,7 +178,8 @@ class ModelExplorer:
             )
             for field, (label, kind, bounds) in SLIDERS.items()
         }
-        self.image = widgets.Image(value=png(draw(start)), format="png")
+        width = f"{FIGURE_INCHES[0] * DPI}px"  # not stretched to the cell's width
+        self.image = widgets.Image(value=png(draw(start)), format="png", layout={"width": width})
         self.limits = widgets.HTML(self._limits_html(start))
         self.button = widgets.Button(
             description="measure this point",
@@ -196,7 +209,7 @@ class ModelExplorer:
 
     def _limits_html(self, point: ModelPoint, note: str = "") -> str:
         rows = "".join(
-            f"<tr><td style='color:{colour(setup)}'>{setup}</td>"
+            f"<tr><td style='color:{to_hex(colour(setup))}'>{setup}</td>"
             f"<td style='text-align:right'>{point.bound(setup):,.0f}/s</td>"
             f"<td>{escape(point.limit(setup))}</td>"
             f"<td>{'can deadlock' if point.may_deadlock(setup) else ''}</td></tr>"
