@@ -71,6 +71,7 @@ async def _calibrate_once(db_url: URL, setups: list[str]) -> dict[str, float]:
         return await process.calibrate()
 
 
+@pytest.mark.slow  # a process of its own
 def test_a_failing_round_is_reported_with_its_error(db_url: URL) -> None:
     with pytest.raises(RuntimeError, match="not a setup"):
         asyncio.run(_calibrate_once(db_url, ["no-such-setup"]))

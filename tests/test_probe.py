@@ -95,6 +95,7 @@ async def test_a_route_that_holds_the_loop_is_not_run_where_it_would_stall_in_th
     assert "C=16 not run" in report.verdicts()[0]
 
 
+@pytest.mark.slow  # the command, in a process of its own
 def test_the_command_imports_the_app_from_the_current_folder_as_uvicorn_does(
     probe_apps_dir: Path,
 ) -> None:
