@@ -25,11 +25,7 @@ from .experiments.ceilings import (
     session_gets,
 )
 from .experiments.grid import Grid, calibrate, run_grid, take_turns
-from .experiments.kernel_cost import (
-    nest_asyncio_cost,
-    thread_reuse,
-    worker_threads_used,
-)
+from .experiments.kernel_cost import nest_asyncio_cost
 from .experiments.load import run_load
 from .experiments.lost_updates import Withdrawals, withdraw_concurrently
 from .experiments.model import ThroughputModel
@@ -37,6 +33,7 @@ from .experiments.prepared import after_a_move, requests_through
 from .experiments.results import LoadResult
 from .experiments.setups import SETUPS, Setup
 from .experiments.socket_load import socket_load
+from .experiments.thread_reuse import thread_reuse, worker_threads_used
 from .experiments.workers import WorkersModel, load_served, time_workers, workers_rows
 from .instrumented import after_response, lessons, request_steps, shared_sessions, transactions
 from .instrumented.after_response import (

@@ -14,10 +14,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from labkit import create_app
-from labkit.experiments.kernel_cost import (
-    thread_reuse,
-    worker_threads_used,
-)
+from labkit.experiments.thread_reuse import thread_reuse, worker_threads_used
 
 T = TypeVar("T")
 
