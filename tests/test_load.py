@@ -267,10 +267,12 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
 
 async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:
     grid = await run_grid(
-        db_url, ["health", "async"], [2], [0], requests=9, rounds=3, health_every_s=0.01
-    )
+        db_url, ["health", "async"], [2], [0], requests={"health": 15, "async": 9}, rounds=3,
+        health_every_s=0.01,
+    )  # fmt: skip
     health, asynchronous = grid.results
     assert (health.setup, asynchronous.setup) == ("health", "async")
+    assert health.requests == 15  # requests per setup
     assert (
         asynchronous.requests == 9
         and asynchronous.ok == 9

@@ -102,12 +102,13 @@ class Grid(Tabular):
 
 def _requests_for(
     model: ThroughputModel | None,
-    requests: int | None,
+    requests: int | Mapping[str, int] | None,
     seconds: float | None,
     least: int,
     per_client: int,
 ) -> Callable[[str, int, float], int]:
-    """Requests per point: a fixed number, or enough to last about `seconds` by the model.
+    """Requests per point: a fixed number (for all setups, or per setup), or enough to last
+    about `seconds` by the model.
 
     At 50 ms per query the blocking setup does about 20 requests a second and the others
     hundreds: a fixed count would make one setup's points take 20 times longer than another's.
@@ -120,8 +121,10 @@ def _requests_for(
         raise ValueError("sizing points by seconds needs the model (from calibrate)")
 
     def count(setup: str, concurrency: int, latency_ms: float) -> int:
-        if requests is not None:
+        if isinstance(requests, int):
             return requests
+        if requests is not None:
+            return requests[setup]
         assert model is not None and seconds is not None
         if setup not in model.cpu_s:
             return max(least, per_client * concurrency)
@@ -164,7 +167,7 @@ async def run_grid(
     concurrencies: Sequence[int] | Mapping[str, Sequence[int]],
     latencies_ms: Sequence[float],
     *,
-    requests: int | None = None,
+    requests: int | Mapping[str, int] | None = None,
     seconds: float | None = None,
     least: int = 10,
     per_client: int = 3,
@@ -184,11 +187,12 @@ async def run_grid(
 
     `concurrencies` is one list for all setups, or a list per setup (the blocking setup
     deadlocks above the pool size, so a grid may stop it earlier). Each point has `requests`
-    requests, or enough to last about `seconds` by the model (see `_requests_for`), and starts
-    with `warmup` unmeasured requests (at most one per client), so the pool has connections and
-    the threads exist before the clock starts (only in the first round: later rounds find them
-    ready). `model` (from `calibrate`) is set to this grid's pool size and thread limit and kept
-    with it.
+    requests (one number, or one per setup: ``/health`` answers several times faster than any
+    setup, and needs as many times the requests to run as long), or enough to last about
+    `seconds` by the model (see `_requests_for`), and starts with `warmup` unmeasured requests
+    (at most one per client), so the pool has connections and the threads exist before the
+    clock starts (only in the first round: later rounds find them ready). `model` (from
+    `calibrate`) is set to this grid's pool size and thread limit and kept with it.
 
     With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
     slices merged (see `take_turns`).
