@@ -8,7 +8,8 @@
 - `labkit.experiments`: the load driver, the grid, the throughput model, the ceilings, `probe`;
 - `labkit.display`: plots, the model explorer, and `readable`, how tables write numbers (every
   result's `to_frame()` is a pandas DataFrame; progress bars are tqdm's);
-- `labkit.servers`: PostgreSQL servers, PgBouncer, and uvicorn processes (``--workers`` too).
+- `labkit.servers`: PostgreSQL servers, PgBouncer, and uvicorn processes (``--workers`` too),
+  one of them for the learner's browser, reached through Jupyter's proxy where there is one.
 
 A notebook's setup cell takes what it uses from here, and its plots from `labkit.display.plots`
 (kept apart so that a process that only serves or measures never imports matplotlib). The
@@ -65,6 +66,7 @@ from .instruments.server_timing import parse_server_timing
 from .instruments.sqllog import StatementLog, capture_sql, driver_neutral
 from .scratch import describe_database, fresh_database
 from .seed import create_and_seed, seed_users
+from .servers.for_browser import check_docs, serve_for_browser
 from .servers.pgbouncer import pgbouncer, pgbouncer_program
 from .servers.postgres import (
     drop_database,
@@ -110,6 +112,7 @@ __all__ = [
     "calibrate",
     "capture_sql",
     "catch_slow_callbacks",
+    "check_docs",
     "collect_log",
     "commit_after_yield_app",
     "connection_costs",
@@ -150,6 +153,7 @@ __all__ = [
     "safe_url",
     "scoped_session_app",
     "seed_users",
+    "serve_for_browser",
     "served",
     "serving",
     "session_gets",

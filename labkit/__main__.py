@@ -7,7 +7,9 @@
   shows each response's ``Server-Timing``) or for ``drive``; ``--workers N`` runs N processes;
 - ``drive``: the load driver against a server on this machine, over a real socket;
 - ``probe``: the lab's instruments on your own app (``module:app``, as uvicorn names it),
-  unchanged: each path at each concurrency, and what holds each path back.
+  unchanged: each path at each concurrency, and what holds each path back;
+- ``binder-badge``: the README's Binder badge for the GitHub repository of the ``origin`` remote
+  (or ``--repository OWNER/NAME``), and whether README.md has it; ``--write`` puts it there.
 
 Run ``python -m labkit bench --help`` for the options.
 """
@@ -32,6 +34,7 @@ import httpx
 from sqlalchemy.engine import URL, make_url
 from tqdm.auto import tqdm
 
+from . import binder_badge as binder
 from .display.frames import as_text
 from .experiments.grid import calibrate, run_grid
 from .experiments.load import run_load
@@ -159,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     probed.add_argument("--ids", type=_positive, default=1, help="{id} cycles through 1..IDS (1)")
     probed.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-': stdout)")
+
+    badge = commands.add_parser(
+        "binder-badge", help="the README's Binder badge for this checkout's GitHub repository"
+    )
+    badge.add_argument(
+        "--repository", metavar="OWNER/NAME", type=binder.repository_name,
+        help="this GitHub repository instead of the origin remote's",
+    )  # fmt: skip
+    badge.add_argument("--write", action="store_true", help="rewrite README.md's badge line")
     return parser
 
 
@@ -281,7 +293,8 @@ def serve(args: argparse.Namespace) -> int:
     processes = "1 process" if args.workers == 1 else f"{args.workers} worker processes"
     print(
         f"serving the lab on http://{LOOPBACK}:{args.port} with {processes}, each with a pool of "
-        f"{options.pool_size} + {options.max_overflow} (Ctrl+C stops)",
+        f"{options.pool_size} + {options.max_overflow} (Ctrl+C stops); its API docs, which need "
+        f"no internet: http://{LOOPBACK}:{args.port}/docs",
         flush=True,
     )
     serve_workers(ServeSettings(options, args.threads), port=args.port, workers=args.workers)
@@ -355,10 +368,49 @@ async def probe_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def binder_badge(args: argparse.Namespace) -> int:
+    """Print the badge, say whether the README has it, and with ``--write`` put it there. With
+    no repository to name it changes nothing and says what it found and what to do."""
+    readme = binder.README
+    remote = None if args.repository else binder.origin_remote(readme.parent)
+    repository = args.repository or (remote and binder.github_repository(remote))
+    if not repository:
+        found = (
+            f"the origin remote is {remote}, not a GitHub repository"
+            if remote
+            else f"{readme.parent} has no origin remote (or is no git repository, or has no git)"
+        )
+        print(
+            f"binder-badge: {found}, so there is no repository for the badge to name. Name your "
+            "GitHub repository by hand: python -m labkit binder-badge --repository OWNER/NAME "
+            "--write. Nothing was changed.",
+            file=sys.stderr,
+        )
+        return 1
+    text = readme.read_bytes().decode("utf-8")  # not read_text: line endings stay as they are
+    try:
+        updated = binder.with_badge(text, repository)
+    except ValueError as exc:
+        print(f"binder-badge: {readme}: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    source = "--repository" if args.repository else f"the origin remote {remote}"
+    print(f"{binder.badge(repository)}\n(for {repository}, from {source})")
+    if updated == text:
+        print(f"{readme.name} has this badge.")
+    elif args.write:
+        readme.write_bytes(updated.encode("utf-8"))
+        print(f"{readme.name}'s badge line is now this one.")
+    else:
+        print(f"{readme.name} has another badge line; --write puts this one in its place.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "binder-badge":
+        return binder_badge(args)
     runner = {"bench": bench, "drive": drive, "probe": probe_app}[args.command]
     try:
         return asyncio.run(runner(args))

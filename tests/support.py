@@ -15,13 +15,15 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import httpx
 import pytest
+import websocket
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
@@ -131,6 +133,29 @@ class JupyterLab:
         with urllib.request.urlopen(self.url(path), timeout=5) as response:
             return json.load(response)
 
+    def get(self, path: str) -> httpx.Response:
+        """GET `path` on the server, logged in with the token (a header: the query stays free)."""
+        return httpx.get(self.base_url + path, headers=self.login, timeout=10)
+
+    @property
+    def login(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    @contextmanager
+    def kernel(self) -> Iterator[Callable[[str], str]]:
+        """A kernel this server starts, as it starts a notebook's; yields a function that runs
+        code in it and returns what it printed (an error in the code fails the test). The
+        kernel is shut down on exit."""
+        started = httpx.post(f"{self.base_url}/api/kernels", headers=self.login, timeout=60)
+        kernel = started.raise_for_status().json()["id"]
+        channels = self.base_url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels"
+        connection = websocket.create_connection(channels, header=self.login, timeout=120)
+        try:
+            yield lambda code: _run(connection, code)
+        finally:
+            connection.close()
+            httpx.delete(f"{self.base_url}/api/kernels/{kernel}", headers=self.login, timeout=30)
+
     def answers(self) -> bool:
         """Its API answers (it is ready)."""
         try:
@@ -190,6 +215,29 @@ def jupyter_lab(root: Path, state: Path, *, timeout_s: float = 60) -> Iterator[J
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _run(connection: websocket.WebSocket, code: str) -> str:
+    """Run `code` in the kernel behind `connection` (Jupyter's messaging, as JSON); what it
+    printed."""
+    message_id = secrets.token_hex(8)
+    header = {"msg_id": message_id, "msg_type": "execute_request", "version": "5.3"}
+    header |= {"session": "tests", "username": "tests"}
+    content = {"code": code, "silent": False, "store_history": False, "allow_stdin": False}
+    request = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+    connection.send(json.dumps({**request, "channel": "shell", "buffers": []}))
+    printed: list[str] = []
+    while True:
+        message = json.loads(connection.recv())
+        if message.get("parent_header", {}).get("msg_id") != message_id:
+            continue
+        kind, content = message["msg_type"], message["content"]
+        if kind == "stream":
+            printed.append(content["text"])
+        elif kind == "error":
+            pytest.fail("the kernel raised:\n" + "\n".join(content["traceback"]), pytrace=False)
+        elif kind == "status" and content["execution_state"] == "idle":
+            return "".join(printed)
 
 
 def _no_news(settings: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 from support import JupyterLab, jupyter_lab
@@ -26,7 +27,7 @@ from support import JupyterLab, jupyter_lab
 from labkit.scratch import selected_backend
 
 try:
-    from playwright.sync_api import Locator, Page, expect, sync_playwright
+    from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 except ImportError as exc:  # `page` skips, or fails under LAB_REQUIRE_BROWSER, with this reason
     PLAYWRIGHT_MISSING: str | None = f"the playwright package is missing ({exc})"
 else:
@@ -224,3 +225,73 @@ def test_notebook_05_redraws_the_model_when_a_slider_moves(
         latency.locator(".noUi-handle").press("ArrowRight")
         expect(image).not_to_have_attribute("src", before, timeout=REDRAW_TIMEOUT_MS)
         assert errors_shown(panel) == []
+
+
+DOCS_NOTEBOOK = "open_the_docs.ipynb"
+DOCS_CELLS = [
+    "from labkit import sqlite_url\n"
+    "from labkit.servers.for_browser import serve_for_browser\n"
+    'docs_server = serve_for_browser(sqlite_url("docs.db"), latency_ms=5)\n'
+    "docs_server.docs",
+    "docs_server.stop()",
+]
+"""What notebook 05 does to open the docs, on a database of its own: start ``labkit serve`` for
+the browser and show the link; then stop it."""
+OPERATION = "/async/users/{user_id}"
+"""The operation the test tries out, as Swagger UI lists it."""
+
+
+def test_the_docs_link_opens_swagger_ui_through_jupyters_proxy_offline(
+    page: Page, lab: JupyterLab, folder: Path
+) -> None:
+    """Click the link a cell shows: Swagger UI opens through the Jupyter server's proxy, every
+    request it makes stays on this machine (any other is refused and listed), and "Try it out"
+    reaches the app and shows its ``Server-Timing``."""
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None}
+    cells = [{**cell, "source": source} for source in DOCS_CELLS]
+    python = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    metadata = {"kernelspec": python}  # without it, JupyterLab asks which kernel to start
+    notebook = {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    (folder / "notebooks" / DOCS_NOTEBOOK).write_text(json.dumps(notebook))
+    elsewhere: list[str] = []
+
+    def loopback_only(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.context.route("**/*", loopback_only)
+    with screenshot_after(page, lab, folder / "docs_through_proxy.png"):
+        page.goto(lab.url(f"/lab/tree/{DOCS_NOTEBOOK}"))
+        expect_kernel_idle(page, DOCS_NOTEBOOK, timeout_ms=KERNEL_START_TIMEOUT_MS)
+        panel = page.locator(SHOWN_NOTEBOOK)
+        panel.locator(".jp-CodeCell .jp-InputPrompt").first.click()
+        choose(page, "Run", "Run Selected Cell and Do not Advance")
+        wait_until_run(page, panel, DOCS_NOTEBOOK, ran=1)
+        link = panel.locator(".jp-OutputArea-output a").first
+        expect(link).to_have_attribute("href", re.compile(r"^/proxy/\d+/docs$"))
+        with page.expect_popup() as opened:
+            link.click()
+        docs = opened.value
+        try:
+            with screenshot_after(docs, lab, folder / "swagger_ui.png"):
+                operation = docs.locator(".opblock").filter(has_text=OPERATION).first
+                expect(operation).to_be_visible(timeout=REDRAW_TIMEOUT_MS)
+                operation.locator(".opblock-summary").click()
+                operation.get_by_role("button", name="Try it out").click()
+                operation.locator("input[placeholder='user_id']").fill("1")
+                operation.get_by_role("button", name="Execute").click()
+                answer = operation.locator(".live-responses-table tbody")
+                status = answer.locator("td.response-col_status")
+                expect(status).to_have_text("200", timeout=REDRAW_TIMEOUT_MS)
+                expect(answer).to_contain_text("server-timing")
+        finally:
+            docs.close()
+        panel.locator(".jp-CodeCell .jp-InputPrompt").nth(1).click()
+        choose(page, "Run", "Run Selected Cell and Do not Advance")
+        wait_until_run(page, panel, DOCS_NOTEBOOK, ran=2)
+        assert errors_shown(panel) == []
+    page.context.unroute("**/*")
+    assert elsewhere == []

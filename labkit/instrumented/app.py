@@ -6,6 +6,7 @@ comes from outside, the way FastAPI lets anyone change an app it did not write:
 - ``app.dependency_overrides``: `get_db` and `get_async_db` give sessions from a `SyncDatabase`
   and an `AsyncDatabase` on the lab's database, with its options and a session ledger;
 - middleware added after the fact: ``Server-Timing`` and `FinishEveryRequest`;
+- API docs served from installed files, not a CDN (`copy_of`);
 - its own lifespan: tables created and seeded, AnyIO's thread limit set, the requests' task
   group open, engines disposed.
 
@@ -21,6 +22,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import URL
 
 from ..instruments.finishing import FinishEveryRequest, RequestGroup
@@ -51,10 +53,13 @@ async def thread_limit(threads: int | None) -> AsyncIterator[None]:
 def copy_of(app: FastAPI) -> FastAPI:
     """A new app with `app`'s routes, exception handlers and middleware, and overrides of its own.
 
+    Its API docs pages (``/docs``, ``/redoc``) load their scripts from files installed with
+    fastapi-offline, not from a CDN as `app`'s do, so they open on a machine without internet.
+
     Routers included into another app are re-bound to it, so ``dependency_overrides`` set on the
     copy reach only the copy. The original's lifespan comes along and is replaced by the caller.
     """
-    copy = FastAPI(title=app.title, openapi_url=None, docs_url=None, redoc_url=None)
+    copy = FastAPIOffline(title=app.title)  # its /docs and /redoc first: they hide the app's
     copy.include_router(app.router)
     copy.exception_handlers.update(app.exception_handlers)
     copy.user_middleware = list(app.user_middleware)

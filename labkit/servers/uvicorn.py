@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
 from .ports import LOOPBACK, free_port
+from .reaper import cancel, when_this_process_ends
 
 READY_FOLDER = "LAB_SERVE_READY"
 """Where each worker of the lab's ``serve`` notes that it has started (a file named after its
@@ -122,13 +124,23 @@ def served(
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
+        key = f"stop server {server.pid}"
+        when_this_process_ends(key, stop_server, pid=server.pid)  # a killed kernel stops it too
         try:
             _wait_until_healthy(server, base, errors, startup_timeout_s)
             if app is None:
                 _wait_for_workers(server, Path(ready), workers, startup_timeout_s)
             yield Server(base, server.pid)
         finally:
+            cancel(key)
             _stop(server)
+
+
+def stop_server(pid: int) -> None:
+    """Stop the server of a process that has ended, as ``kill`` does (uvicorn stops its
+    workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def _stop(server: subprocess.Popen) -> None:

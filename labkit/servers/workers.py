@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..instrumented.app import create_app
 from ..instrumented.databases import EngineOptions, SyncDatabase
 from ..seed import create_and_seed
+from .jupyter_proxy import ProxyPrefix
 from .uvicorn import LOOPBACK, READY_FOLDER
 
 SETTINGS = "LAB_SERVE_SETTINGS"
@@ -81,6 +82,7 @@ def app_from_environment() -> FastAPI:
     options = replace(settings.options, application_name=worker_name())
     app = create_app(None, options, threads=settings.threads, seed=False)
     app.add_middleware(NameTheWorker)
+    app.add_middleware(ProxyPrefix)  # behind Jupyter's proxy, /docs links to the app
     started = app.router.lifespan_context
 
     @asynccontextmanager
