@@ -369,40 +369,7 @@ async def probe_app(args: argparse.Namespace) -> int:
 
 
 def binder_badge(args: argparse.Namespace) -> int:
-    """Print the badge, say whether the README has it, and with ``--write`` put it there. With
-    no repository to name it changes nothing and says what it found and what to do."""
-    readme = binder.README
-    remote = None if args.repository else binder.origin_remote(readme.parent)
-    repository = args.repository or (remote and binder.github_repository(remote))
-    if not repository:
-        found = (
-            f"the origin remote is {remote}, not a GitHub repository"
-            if remote
-            else f"{readme.parent} has no origin remote (or is no git repository, or has no git)"
-        )
-        print(
-            f"binder-badge: {found}, so there is no repository for the badge to name. Name your "
-            "GitHub repository by hand: python -m labkit binder-badge --repository OWNER/NAME "
-            "--write. Nothing was changed.",
-            file=sys.stderr,
-        )
-        return 1
-    text = readme.read_bytes().decode("utf-8")  # not read_text: line endings stay as they are
-    try:
-        updated = binder.with_badge(text, repository)
-    except ValueError as exc:
-        print(f"binder-badge: {readme}: {exc}; nothing was changed", file=sys.stderr)
-        return 1
-    source = "--repository" if args.repository else f"the origin remote {remote}"
-    print(f"{binder.badge(repository)}\n(for {repository}, from {source})")
-    if updated == text:
-        print(f"{readme.name} has this badge.")
-    elif args.write:
-        readme.write_bytes(updated.encode("utf-8"))
-        print(f"{readme.name}'s badge line is now this one.")
-    else:
-        print(f"{readme.name} has another badge line; --write puts this one in its place.")
-    return 0
+    return binder.show_or_write(args.repository, write=args.write)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

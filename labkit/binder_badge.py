@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -91,3 +92,40 @@ def with_badge(readme_text: str, repository: str) -> str:
     old = lines[index]
     lines[index] = badge(repository) + old[len(old.rstrip("\r\n")) :]
     return "".join(lines)
+
+
+def show_or_write(repository: str | None, *, write: bool) -> int:
+    """``python -m labkit binder-badge``: print the badge, say whether the README has it, and
+    with `write` put it there. With no repository to name it changes nothing and says what it
+    found and what to do."""
+    remote = None if repository else origin_remote(README.parent)
+    source = "--repository" if repository else f"the origin remote {remote}"
+    repository = repository or (remote and github_repository(remote))
+    if not repository:
+        found = (
+            f"the origin remote is {remote}, not a GitHub repository"
+            if remote
+            else f"{README.parent} has no origin remote (or is no git repository, or has no git)"
+        )
+        print(
+            f"binder-badge: {found}, so there is no repository for the badge to name. Name your "
+            "GitHub repository by hand: python -m labkit binder-badge --repository OWNER/NAME "
+            "--write. Nothing was changed.",
+            file=sys.stderr,
+        )
+        return 1
+    text = README.read_bytes().decode("utf-8")  # not read_text: line endings stay as they are
+    try:
+        updated = with_badge(text, repository)
+    except ValueError as exc:
+        print(f"binder-badge: {README}: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    print(f"{badge(repository)}\n(for {repository}, from {source})")
+    if updated == text:
+        print(f"{README.name} has this badge.")
+    elif write:
+        README.write_bytes(updated.encode("utf-8"))
+        print(f"{README.name}'s badge line is now this one.")
+    else:
+        print(f"{README.name} has another badge line; --write puts this one in its place.")
+    return 0
