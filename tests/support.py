@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,8 +129,7 @@ class JupyterLab:
         return f"{self.base_url}{path}{separator}token={self.token}"
 
     def get_json(self, path: str) -> object:
-        with urllib.request.urlopen(self.url(path), timeout=5) as response:
-            return json.load(response)
+        return self.get(path).raise_for_status().json()
 
     def get(self, path: str) -> httpx.Response:
         """GET `path` on the server, logged in with the token (a header: the query stays free)."""
@@ -160,7 +158,7 @@ class JupyterLab:
         """Its API answers (it is ready)."""
         try:
             self.get_json("/api/status")
-        except OSError:
+        except httpx.HTTPError:
             return False
         return True
 

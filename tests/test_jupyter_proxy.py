@@ -19,7 +19,7 @@ from support import JupyterLab, jupyter_lab, refuses_connections
 
 from labkit import sqlite_url
 from labkit.servers.for_browser import check_docs
-from labkit.servers.jupyter_proxy import Address
+from labkit.servers.jupyter_proxy import Address, address_of
 from labkit.servers.uvicorn import Server, served
 
 pytestmark = pytest.mark.slow
@@ -39,18 +39,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """``python -m labkit serve`` on a free port, on a database of its own; gone afterwards."""
     with served(sqlite_url(tmp_path / "lab.db")) as server:
         yield server
-    assert refuses_connections(port_of(server))
+    assert refuses_connections(server.port)
     assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
 
 
-def port_of(server: Server) -> int:
-    port = urlsplit(server.url).port
-    assert port is not None
-    return port
-
-
 def test_jupyter_proxies_health_and_docs(lab: JupyterLab, server: Server) -> None:
-    proxied = f"/proxy/{port_of(server)}"
+    proxied = f"/proxy/{server.port}"
     health = lab.get(f"{proxied}/health")
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     docs = lab.get(f"{proxied}/docs")
@@ -63,14 +57,14 @@ def test_jupyter_proxies_health_and_docs(lab: JupyterLab, server: Server) -> Non
 def test_the_docs_page_loads_everything_from_the_app_through_the_proxy(
     lab: JupyterLab, server: Server
 ) -> None:
-    through = f"{lab.base_url}/proxy/{port_of(server)}"
+    through = f"{lab.base_url}/proxy/{server.port}"
     check = check_docs(Address(through, through, through, lab.login, "test", through_proxy=True))
     assert check.complete, check
     assert check.elsewhere == []
     assert {"swagger-ui-bundle.js", "swagger-ui.css", "openapi.json"} <= {
         url.rsplit("/", 1)[-1] for url in check.assets
     }
-    assert all(url.startswith(f"/proxy/{port_of(server)}/") for url in check.assets), check
+    assert all(url.startswith(f"/proxy/{server.port}/") for url in check.assets), check
 
 
 def test_the_docs_pages_need_no_cdn(server: Server) -> None:
@@ -85,7 +79,7 @@ def test_the_docs_pages_need_no_cdn(server: Server) -> None:
 def test_a_kernel_of_the_jupyter_server_links_through_its_proxy(
     lab: JupyterLab, server: Server
 ) -> None:
-    port = port_of(server)
+    port = server.port
     with lab.kernel() as run:
         printed = run(
             "import json\n"
@@ -103,9 +97,7 @@ def test_a_kernel_of_the_jupyter_server_links_through_its_proxy(
 
 
 def test_outside_a_jupyter_server_the_link_is_the_loopback_address(server: Server) -> None:
-    from labkit.servers.jupyter_proxy import address_of
-
-    address = address_of(port_of(server))
+    address = address_of(server.port)
     assert not address.through_proxy
     assert address.link("/docs").href == f"{server.url}/docs"
     assert "no Jupyter server runs this kernel" in address.how

@@ -108,9 +108,7 @@ def serve_for_browser(database_url: str | URL, *, latency_ms: float = 0.0) -> Br
     started before, and work out how the learner's browser reaches it (`address_of`)."""
     stop_for_browser()
     server = _running.enter_context(served(database_url, latency_ms=latency_ms))
-    port = urlsplit(server.url).port
-    assert port is not None
-    return BrowserServer(server, address_of(port))
+    return BrowserServer(server, address_of(server.port))
 
 
 def stop_for_browser() -> None:

@@ -50,7 +50,8 @@ class ProxyPrefix:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            prefix = dict(scope["headers"]).get(PREFIX_HEADER, b"").decode("latin-1")
+            named = (value for name, value in scope["headers"] if name == PREFIX_HEADER)
+            prefix = next(named, b"").decode("latin-1")
             if prefix.startswith("/"):
                 # ASGI's path includes the root path (Starlette's routing strips it again),
                 # as uvicorn's own --root-path sets both

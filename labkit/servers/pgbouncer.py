@@ -14,10 +14,8 @@ must not do behind it (rely on prepared statements) is turned off by
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -32,7 +30,7 @@ from sqlalchemy.engine import URL
 
 from .ports import free_port
 from .postgres import REQUIRE_POSTGRES, PostgresServer, run_as_user
-from .reaper import cancel, when_this_process_ends
+from .reaper import cancel, terminate, when_this_process_ends
 
 HOW_TO_GET_IT = "install it (Debian: apt-get install pgbouncer; Binder: apt.txt lists it)"
 
@@ -182,8 +180,7 @@ def _running(
 
 def stop_pgbouncer(pid: int, folder: str) -> None:
     """Stop the PgBouncer of a process that has ended, and remove its folder."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    terminate(pid)
     shutil.rmtree(folder, ignore_errors=True)
 
 

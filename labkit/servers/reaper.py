@@ -14,8 +14,11 @@ for what was cleaned up in the ordinary way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,6 +50,12 @@ def when_this_process_ends(key: str, function: Callable[..., object], **argument
     waiter.stdin.write(json.dumps(job).encode() + b"\n")
     waiter.stdin.flush()
     _waiting[key] = waiter  # holds the pipe open for as long as this process lives
+
+
+def terminate(pid: int) -> None:
+    """Ask process `pid` to stop (SIGTERM, as ``kill`` does); nothing if it has already gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
 
 
 def cancel(key: str) -> None:

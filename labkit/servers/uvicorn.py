@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
 from .ports import LOOPBACK, free_port
-from .reaper import cancel, when_this_process_ends
+from .reaper import cancel, terminate, when_this_process_ends
 
 READY_FOLDER = "LAB_SERVE_READY"
 """Where each worker of the lab's ``serve`` notes that it has started (a file named after its
@@ -76,6 +76,12 @@ class Server:
 
     url: str
     pid: int
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None  # `served` always names one
+        return port
 
     def processes(self) -> list[psutil.Process]:
         """The server's process and every process it started (uvicorn's workers)."""
@@ -125,7 +131,7 @@ def served(
             stderr=errors,
         )
         key = f"stop server {server.pid}"
-        when_this_process_ends(key, stop_server, pid=server.pid)  # a killed kernel stops it too
+        when_this_process_ends(key, terminate, pid=server.pid)  # a killed kernel stops it too
         try:
             _wait_until_healthy(server, base, errors, startup_timeout_s)
             if app is None:
@@ -134,13 +140,6 @@ def served(
         finally:
             cancel(key)
             _stop(server)
-
-
-def stop_server(pid: int) -> None:
-    """Stop the server of a process that has ended, as ``kill`` does (uvicorn stops its
-    workers)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
 
 
 def _stop(server: subprocess.Popen) -> None:
