@@ -1,10 +1,11 @@
 """Concurrent writes on SQLite lose nothing and double nothing, through every setup.
 
-SQLite lets one writer at a time hold the file's write lock. labkit sets two things on every
-connection: WAL (readers go on beside the writer) and ``busy_timeout`` (a writer that finds the
-lock taken waits for it, instead of failing at once with "database is locked"). With them, 500
-concurrent ``POST``s all succeed; without the wait, many are refused, and the refusal is a 503 a
-client can retry. Either way the rows afterwards are exactly the ``201`` answers.
+SQLite lets one writer at a time hold the file's write lock. A writer that finds the lock taken
+waits for it, up to sqlite3's ``timeout`` (5 s by default, which the learner's ``connect_args``
+writes out), instead of failing at once with "database is locked". With that wait, 500
+concurrent ``POST``s all succeed; without it, many are refused, and the refusal is a 503 a
+client can retry. Either way the rows afterwards are exactly the ``201`` answers. (WAL, which
+labkit also sets, lets a writer commit while others read: it is not what makes writers wait.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import select, text
 from support import assert_nothing_held
 
 from labkit import SETUPS, EngineOptions, User, create_app, lab_client, sqlite_url
-from labkit.shop.database import SQLITE_BUSY_TIMEOUT_MS
+from labkit.shop.database import SQLITE_TIMEOUT_S
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +33,9 @@ enough that a pool deadlock shows as 503s inside the run's budget: see `post_con
 RUN_BUDGET_S = 30.0
 
 
-def make_app(tmp_path: Path) -> FastAPI:
-    return create_app(sqlite_url(tmp_path / "lab.db"), EngineOptions(pool_timeout=POOL_TIMEOUT_S))
+def make_app(tmp_path: Path, sqlite_timeout_s: float | None = None) -> FastAPI:
+    options = EngineOptions(pool_timeout=POOL_TIMEOUT_S, sqlite_timeout_s=sqlite_timeout_s)
+    return create_app(sqlite_url(tmp_path / "lab.db"), options)
 
 
 async def post_concurrently(
@@ -94,7 +96,7 @@ async def test_sqlite_connections_use_wal_and_wait_for_the_write_lock(tmp_path: 
                 await aconn.scalar(text("PRAGMA journal_mode")),
                 await aconn.scalar(text("PRAGMA busy_timeout")),
             )
-    assert sync_settings == async_settings == ("wal", SQLITE_BUSY_TIMEOUT_MS)
+    assert sync_settings == async_settings == ("wal", SQLITE_TIMEOUT_S * 1000)
 
 
 @pytest.mark.slow
@@ -104,17 +106,16 @@ async def test_500_concurrent_posts_are_all_saved_once(tmp_path: Path, setup: st
     async with lab_client(app) as client:
         responses = await post_concurrently(client, setup, CONCURRENT_POSTS)
     refused = assert_rows_are_exactly_the_successes(app, setup, responses)
-    assert refused == []  # busy_timeout: writers queue for the lock instead of failing
+    assert refused == []  # sqlite3's timeout: writers queue for the lock instead of failing
 
 
 @pytest.mark.parametrize("setup", ["threadpool", "async"])
-async def test_without_busy_timeout_writers_get_a_retryable_503_and_nothing_is_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: str
+async def test_without_the_wait_writers_get_a_retryable_503_and_nothing_is_lost(
+    tmp_path: Path, setup: str
 ) -> None:
     """The blocking setup is left out: it writes on the one event-loop thread, one request at a
     time, so its writers never meet at the lock (the same reason it is slow)."""
-    monkeypatch.setattr("labkit.shop.database.SQLITE_BUSY_TIMEOUT_MS", 0)
-    app = make_app(tmp_path)
+    app = make_app(tmp_path, sqlite_timeout_s=0)
     async with lab_client(app) as client:
         responses = await post_concurrently(client, setup, CONCURRENT_POSTS // 2)
     refused = assert_rows_are_exactly_the_successes(app, setup, responses)

@@ -49,6 +49,9 @@ class EngineOptions:
     application_name: str | None = None
     """On PostgreSQL, what the server shows for each connection in ``pg_stat_activity``: which
     process opened it, where several share one database."""
+    sqlite_timeout_s: float | None = None
+    """On SQLite, sqlite3's `timeout`: how long a writer waits for another's write lock before
+    "database is locked". None keeps the learner's (``SQLITE_TIMEOUT_S``, sqlite3's 5 s)."""
 
     @property
     def pool(self) -> int:
@@ -64,10 +67,16 @@ class EngineOptions:
             "echo": self.echo,
             "connect_args": {
                 **connect_args(url),
+                **self._sqlite_timeout(url),
                 **self._application_name(url),
                 **(without_prepared_statements(url) if self.no_prepared_statements else {}),
             },
         }
+
+    def _sqlite_timeout(self, url: URL) -> dict[str, Any]:
+        if self.sqlite_timeout_s is None or url.get_backend_name() != "sqlite":
+            return {}
+        return {"timeout": self.sqlite_timeout_s}
 
     def _application_name(self, url: URL) -> dict[str, Any]:
         if self.application_name is None or url.get_backend_name() != "postgresql":

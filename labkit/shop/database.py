@@ -15,21 +15,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config import async_url, database_url
 
-SQLITE_BUSY_TIMEOUT_MS = 5_000
-"""How long an SQLite writer waits for another's lock before failing ("database is locked")."""
+SQLITE_TIMEOUT_S = 5.0
+"""How long an SQLite writer waits for another's write lock before failing ("database is locked").
+It is sqlite3's own default (its `timeout`, SQLite's busy timeout), written out to show where to
+change it."""
 
 
 def connect_args(url: URL) -> dict[str, Any]:
     """sqlite3 refuses a connection made in another thread by default, and the pool hands
-    connections to whichever threadpool thread serves the request."""
-    return {"check_same_thread": False} if url.get_backend_name() == "sqlite" else {}
+    connections to whichever threadpool thread serves the request. aiosqlite passes both
+    arguments on to sqlite3."""
+    if url.get_backend_name() != "sqlite":
+        return {}
+    return {"check_same_thread": False, "timeout": SQLITE_TIMEOUT_S}
 
 
 def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside a writer; busy_timeout makes a writer wait instead of failing."""
+    """WAL lets a writer commit while other connections are partway through a read. In SQLite's
+    default journal (``delete``) the commit waits until every read in progress has ended."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
