@@ -10,7 +10,7 @@ import anyio.to_thread
 import pytest
 from sqlalchemy import text
 
-from labkit import EngineOptions, SyncDatabase, lab_client
+from labkit import SETUPS, EngineOptions, SyncDatabase, lab_client
 from labkit.instruments.probes import (
     LagProbe,
     ThreadGauge,
@@ -18,6 +18,7 @@ from labkit.instruments.probes import (
     collect_log,
     poll_health,
     watch_engine,
+    while_waiting,
 )
 from labkit.seed import create_and_seed
 
@@ -125,3 +126,25 @@ def test_collect_log_keeps_records_off_stderr(capsys) -> None:
     assert [r.getMessage() for r in records] == ["pool is full: TimeoutError"]
     assert capsys.readouterr().err == ""
     assert logging.getLogger("labkit.test").propagate
+
+
+@pytest.mark.slow  # a seeded app, and a 200 ms wait per setup
+async def test_while_waiting_names_what_each_setup_holds_in_its_wait(make_app) -> None:
+    """The table of notebook 00: a pooled connection each, and the loop, a worker thread, or
+    (on aiosqlite) the connection's own thread where the wait runs; asyncpg's in no thread."""
+    app = make_app(latency_ms=200)
+    engines = [app.state.sync_db.engine, app.state.async_db.engine]
+    async with lab_client(app) as client:
+        held = [
+            await while_waiting(client, f"/{setup}/users/1", engines, at_s=0.1) for setup in SETUPS
+        ]
+    on_aiosqlite = app.state.async_db.engine.url.get_driver_name() == "aiosqlite"
+    assert [seen.checked_out for seen in held] == [1, 1, 1]
+    assert [seen.worker_threads for seen in held] == [0, 1, 0]
+    assert [seen.waiting_in for seen in held] == [
+        ("event loop",),
+        ("AnyIO worker",),
+        ("aiosqlite connection",) if on_aiosqlite else (),
+    ]
+    blocking, threadpool, in_async = (seen.health.health_s for seen in held)
+    assert blocking > 0.05 > max(threadpool, in_async)

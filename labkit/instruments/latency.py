@@ -9,6 +9,8 @@ sqlite3 and psycopg, aiosqlite's worker thread, or asyncpg's awaited socket read
 loop stays blocked, a threadpool thread is occupied, and an async driver frees the loop, exactly
 as with a real remote database.
 
+`threads_in_the_wait` names the threads inside such a wait at any moment, read from any thread.
+
 COMMIT and ROLLBACK are not statements, and do not wait. Where the lab needs them to (the
 ROLLBACK a session sends when it closes, in the timeline of a request's steps),
 `transaction_end_waits` gives listeners that make them wait too.
@@ -26,6 +28,9 @@ Two ways to attach it:
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +50,31 @@ _SLEEP_REGISTERED = "labkit_sleep"
 def _sqlite_sleep(ms: float) -> int:
     time.sleep(ms / 1000)
     return 0
+
+
+_PSYCOPG = f"{os.sep}psycopg{os.sep}"
+
+
+def threads_in_the_wait() -> dict[int, str]:
+    """The threads inside a database call at this moment, by ident, with their names.
+
+    A thread is in the call while its stack holds the lab's wait on SQLite (``lab_sleep``, which
+    sqlite3 or aiosqlite calls back from inside the statement) or any of psycopg's frames (it
+    waits for the server's answer in the calling thread). asyncpg and psycopg's async mode
+    await the socket instead: their wait is in no thread, and the loop runs other work. Call it
+    from a thread of its own, so that it sees a blocked event loop too.
+    """
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    waiting = {}
+    for ident, top in sys._current_frames().items():
+        frame = top
+        while frame is not None:
+            code = frame.f_code
+            if code is _sqlite_sleep.__code__ or _PSYCOPG in code.co_filename:
+                waiting[ident] = names.get(ident, f"thread {ident}")
+                break
+            frame = frame.f_back
+    return waiting
 
 
 def _sleep_call(backend: str, latency_ms: float) -> tuple[str, tuple[float, ...]] | None:

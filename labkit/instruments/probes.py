@@ -1,6 +1,8 @@
 """Probes: small measurements of what a setup does to everything else in the process.
 
 - `health_during`: how long ``/health`` waits when it arrives during one slow request;
+- `while_waiting`: what the process holds halfway through one request's wait on the database
+  (connections, worker threads, the thread that waits), and `health_during` at that moment;
 - `LagProbe`: asks the event loop to wake it every millisecond and records how late it woke
   (a free loop is a fraction of a millisecond late; a blocked one, as late as the block);
 - `poll_health`: ``/health`` every few milliseconds while a load runs, each timed from when it
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
 from .events import listening
+from .latency import threads_in_the_wait
 from .sqllog import capture_sql
 
 
@@ -76,6 +79,64 @@ async def health_during(
     health_s = time.perf_counter() - (start + arrive_after_s)
     (await slow).raise_for_status()
     return HealthWait(health_s=health_s, slow_s=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class WhileWaiting:
+    """What the process held halfway through one request's wait on the database."""
+
+    checked_out: int
+    """Connections checked out of the engines' pools."""
+    worker_threads: int
+    """AnyIO worker threads borrowed (``def`` routes, sync dependencies)."""
+    waiting_in: tuple[str, ...]
+    """The threads inside the database call: ``event loop``, ``AnyIO worker``, ``aiosqlite
+    connection`` (the thread aiosqlite runs for each connection), else the thread's name. Empty
+    for a driver that awaits its socket on the loop."""
+    health: HealthWait
+    """``/health``, sent at the same moment."""
+
+
+def _thread_kind(name: str, ident: int, loop_thread: int) -> str:
+    if ident == loop_thread:
+        return "event loop"
+    if name == "AnyIO worker thread":
+        return "AnyIO worker"
+    if name.endswith("(_connection_worker_thread)"):  # aiosqlite's, one per connection
+        return "aiosqlite connection"
+    return name
+
+
+async def while_waiting(
+    client: httpx.AsyncClient,
+    path: str,
+    engines: list[Engine | AsyncEngine],
+    at_s: float,
+) -> WhileWaiting:
+    """Send `path`, and `at_s` later (halfway through its wait on the database, say) read what
+    the process holds, from a thread of its own: the event loop may be what the request holds,
+    and a reader on the loop would only run once the wait is over. ``/health`` is sent at that
+    moment too (`health_during`). `engines` are the app's: their pools are counted together.
+    """
+    loop_thread = threading.get_ident()
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    pools = [(e.sync_engine if isinstance(e, AsyncEngine) else e).pool for e in engines]
+    seen: list[tuple[int, int, tuple[str, ...]]] = []
+
+    def look() -> None:
+        waiting = threads_in_the_wait()
+        kinds = tuple(_thread_kind(name, ident, loop_thread) for ident, name in waiting.items())
+        out = sum(pool.checkedout() for pool in pools)  # type: ignore[attr-defined]  # QueuePool's
+        seen.append((out, limiter.borrowed_tokens, kinds))
+
+    reader = threading.Timer(at_s, look)
+    reader.start()
+    try:
+        health = await health_during(client, path, arrive_after_s=at_s)
+    finally:
+        reader.join()
+    ((checked_out, worker_threads, waiting_in),) = seen
+    return WhileWaiting(checked_out, worker_threads, waiting_in, health)
 
 
 @dataclass
