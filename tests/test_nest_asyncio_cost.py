@@ -16,6 +16,7 @@ from labkit.experiments.kernel_cost import (
     RUNNERS,
     CalibratingProcess,
     Calibrations,
+    asyncio_object_costs,
     asyncio_origins,
     nest_asyncio_cost,
 )
@@ -44,11 +45,17 @@ def test_this_process_runs_asyncio_as_shipped() -> None:
     assert origins["asyncio.Task"] == "_asyncio.Task"  # the C task
 
 
+def test_asyncio_object_costs_are_microseconds_per_task_and_future() -> None:
+    costs = asyncio.run(asyncio_object_costs(count=100))
+    assert set(costs) == {"task", "future"}
+    assert all(0 < seconds < 0.001 for seconds in costs.values()), costs
+
+
 @pytest.mark.slow  # two processes of their own
 def test_nest_asyncio_replaces_every_part_in_its_own_process_only(db_url: URL) -> None:
     """Not a timing claim (notebook 00 makes it): every part replaced in the patched process
     only, and every setup measured in both."""
-    found = asyncio.run(nest_asyncio_cost(db_url, requests=5, rounds=1))
+    found = asyncio.run(nest_asyncio_cost(db_url, requests=5, rounds=1, object_turns=2))
     assert found.origins["asyncio"] == asyncio.run(_origins_here())  # a plain process: as shipped
     patched = found.origins["nest_asyncio"]
     for part, where in patched.items():
@@ -61,6 +68,9 @@ def test_nest_asyncio_replaces_every_part_in_its_own_process_only(db_url: URL) -
         assert set(found.calibrations.cpu_s[runner]) == {"blocking", "threadpool", "async"}
     for setup in ("blocking", "threadpool", "async"):
         assert math.isfinite(found.ratio(setup)) and found.ratio(setup) > 0
+    assert [len(found.object_costs[runner]) for runner in RUNNERS] == [2, 2]
+    for part in ("task", "future"):
+        assert math.isfinite(found.object_ratio(part)) and found.object_ratio(part) > 0
     assert found.rows()[0] == {"part": "asyncio.run"} | {
         runner: found.origins[runner]["asyncio.run"] for runner in RUNNERS
     }

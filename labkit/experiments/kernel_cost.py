@@ -8,8 +8,11 @@ labkit.instruments.finishing is the cure). What remains to compare is a notebook
 - `CalibratingProcess`: a ``python`` process of its own that runs `calibrate` whenever asked,
   under ``asyncio.run`` or as a notebook cell would after ``nest_asyncio.apply()``;
 - `asyncio_origins`: where the parts of asyncio that ``nest_asyncio.apply()`` replaces come from;
-- `nest_asyncio_cost`: ``s`` and `asyncio_origins` in two such processes, one with nest_asyncio
-  applied, taking turns.
+- `asyncio_object_costs`: what asyncio itself spends to create and await a task, and a future:
+  the part nest_asyncio replaces with pure Python, timed on its own, where a request's ``s`` is
+  too noisy to show it;
+- `nest_asyncio_cost`: ``s``, `asyncio_object_costs` and `asyncio_origins` in two such
+  processes, one with nest_asyncio applied, taking turns.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -160,6 +165,10 @@ class CalibratingProcess:
         """`asyncio_origins` in the process, on the loop its rounds run on."""
         return dict(await self._ask("asyncio"))
 
+    async def asyncio_object_costs(self) -> dict[str, float]:
+        """`asyncio_object_costs` in the process, on the loop its rounds run on."""
+        return dict(await self._ask("objects"))
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -200,6 +209,43 @@ def asyncio_origins(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
     return {name: f"{part.__module__}.{part.__qualname__}" for name, part in parts.items()}
 
 
+OBJECTS_TIMED = 400
+"""How many tasks, and how many futures, `asyncio_object_costs` times at a time: a few
+milliseconds, so the two processes can take turns often and see the same machine."""
+
+OBJECT_TURNS = 25
+"""How many turns each process takes at `asyncio_object_costs` in `nest_asyncio_cost`."""
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def asyncio_object_costs(count: int = OBJECTS_TIMED) -> dict[str, float]:
+    """Seconds asyncio spends, on the running loop, per task and per future made and awaited.
+
+    ``task``: ``await loop.create_task(coro)`` for a coroutine that returns at once; ``future``:
+    ``loop.create_future()``, completed by a callback the loop runs, then awaited. Each includes
+    the loop's round that completes it (``_run_once``, which nest_asyncio also replaces). Under
+    nest_asyncio both are asyncio's pure-Python `Task` and `Future` instead of its C ones.
+    The clock is the CPU time of the loop's thread: a time slice the machine gives another
+    program in the middle of a batch would add the same milliseconds to a fast batch and a
+    slow one, and hide their ratio.
+    """
+    loop = asyncio.get_running_loop()
+    start = time.thread_time()
+    for _ in range(count):
+        await loop.create_task(_nothing())
+    task_s = (time.thread_time() - start) / count
+    start = time.thread_time()
+    for _ in range(count):
+        future = loop.create_future()
+        loop.call_soon(future.set_result, None)
+        await future
+    future_s = (time.thread_time() - start) / count
+    return {"task": task_s, "future": future_s}
+
+
 @dataclass(frozen=True)
 class NestAsyncioCost(Tabular):
     """What `nest_asyncio_cost` found in its two processes, named by their `RUNNERS`."""
@@ -208,10 +254,23 @@ class NestAsyncioCost(Tabular):
     """Each setup's fastest ``s`` in each process (places ``asyncio`` and ``nest_asyncio``)."""
     origins: dict[str, dict[str, str]]
     """`asyncio_origins` in each process, on the loop its rounds ran on."""
+    object_costs: dict[str, list[dict[str, float]]]
+    """`asyncio_object_costs` in each process, one per turn, in the order they were taken."""
 
     def ratio(self, setup: str) -> float:
         """``s`` after ``nest_asyncio.apply()`` over ``s`` under plain ``asyncio.run``."""
         return self.calibrations.ratio(setup, "nest_asyncio", "asyncio")
+
+    def object_ratio(self, part: str) -> float:
+        """What a ``task`` (or a ``future``) costs after ``nest_asyncio.apply()`` over its plain
+        cost: the median over turns, each turn's against the plain turn just before it, which
+        ran on the machine as it was then."""
+        pairs = zip(self.object_costs["nest_asyncio"], self.object_costs["asyncio"], strict=True)
+        return statistics.median(patched[part] / plain[part] for patched, plain in pairs)
+
+    def object_cost(self, part: str, runner: str) -> float:
+        """The median of `runner`'s turns: seconds per ``task`` (or ``future``)."""
+        return statistics.median(turn[part] for turn in self.object_costs[runner])
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per part of asyncio: where it comes from in each process."""
@@ -227,6 +286,7 @@ async def nest_asyncio_cost(
     *,
     requests: int = 100,
     rounds: int = 3,
+    object_turns: int = OBJECT_TURNS,
     options: EngineOptions | None = None,
     python: str = sys.executable,
 ) -> NestAsyncioCost:
@@ -236,8 +296,11 @@ async def nest_asyncio_cost(
     nest_asyncio patches asyncio for the whole process and for good, so it is applied in a
     process of its own, never in the caller's. The two processes start together, then measure
     a round each in turn, `rounds` times, and each keeps its fastest ``s`` per setup, as
-    `compare_calibrations` does (their first round includes warming up). Each also reports
-    `asyncio_origins`, which shows that the second one measured a patched asyncio.
+    `compare_calibrations` does (their first round includes warming up). Before those rounds
+    they take `object_turns` turns at `asyncio_object_costs`: an app that has run leaves every
+    round of the loop slower by a few microseconds, in both processes, which would blur the
+    difference in Task and Future themselves. Each process also reports `asyncio_origins`,
+    which shows that the second one measured a patched asyncio.
     """
     setups = list(setups)
     async with contextlib.AsyncExitStack() as stack:
@@ -255,21 +318,29 @@ async def nest_asyncio_cost(
             for runner in RUNNERS
         }
         await asyncio.gather(*(process.ready() for process in processes.values()))
+        object_costs: dict[str, list[dict[str, float]]] = {runner: [] for runner in RUNNERS}
+        for _turn in range(object_turns):  # first, while no app has run in either process yet
+            for runner, process in processes.items():
+                object_costs[runner].append(await process.asyncio_object_costs())
         calibrations = Calibrations()
         for _round in range(rounds):
             for runner, process in processes.items():
                 calibrations.keep_fastest(runner, await process.calibrate())
         origins = {runner: await process.asyncio_origins() for runner, process in processes.items()}
-    return NestAsyncioCost(calibrations, origins)
+    return NestAsyncioCost(calibrations, origins, object_costs)
 
 
 async def _answer_lines(measure: Callable[[], Awaitable[ThroughputModel]]) -> None:
     """Say ``ready``, then answer each line on stdin with a line of JSON: ``calibrate``, each
-    setup's ``s`` from `measure`; ``asyncio``, `asyncio_origins` on the loop running here."""
+    setup's ``s`` from `measure`; ``asyncio``, `asyncio_origins` on the loop running here;
+    ``objects``, `asyncio_object_costs` on it."""
     print("ready", flush=True)
     for line in sys.stdin:  # waits for the next line, when the process has nothing else to do
+        answer: dict[str, Any]
         if line.strip() == "asyncio":
             answer = asyncio_origins(asyncio.get_running_loop())
+        elif line.strip() == "objects":
+            answer = await asyncio_object_costs()
         else:
             answer = dict((await measure()).cpu_s)
         print(json.dumps(answer), flush=True)
