@@ -9,9 +9,8 @@ until ``pool_timeout``; then the waiter fails (503) and the others go on.
 `stall_run` loads one setup of a `create_app` app with a watch on: a thread of its own samples
 every thread's stack, and once a checkout has waited half of ``pool_timeout`` it takes a
 `Stall`, which says who waits in the pool and where the requests holding the connections are,
-as last seen before the waiter gave up.
-The watch also notes on which thread the session dependency (`get_db`) opened and closed each
-session.
+as last seen before the waiter gave up. The watch also notes on which thread the session
+dependency (`get_db`) opened and closed each session.
 """
 
 from __future__ import annotations
