@@ -146,6 +146,30 @@ async def test_lag_probe_sees_a_blocked_loop_and_not_a_waiting_one() -> None:
     assert blocked.throughput < waiting.throughput / 2
 
 
+def spinning_app(cpu_s: float) -> Callable:
+    """An ASGI app that answers after `cpu_s` of work on the event loop: all CPU, no wait."""
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        until = time.thread_time() + cpu_s
+        while time.thread_time() < until:
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+async def test_loop_idle_share_tells_a_loop_that_waits_from_one_kept_busy() -> None:
+    async with client_for(fake_app(0.02, 0.02)) as client:
+        waiting = await run_load(client, "/users/{id}", requests=10, concurrency=1)
+    async with client_for(spinning_app(0.005)) as client:
+        busy = await run_load(client, "/users/{id}", requests=40, concurrency=4)
+    # Waiting on I/O the loop sleeps most of the run; working, it is never idle, whatever share
+    # of a core other programs leave it (it waits for one then, which is not idle).
+    assert waiting.loop_idle_share > 0.5, waiting.loop_idle_share
+    assert busy.loop_idle_share < 0.2, busy.loop_idle_share
+
+
 async def test_failures_are_counted_not_raised() -> None:
     async with client_for(fake_app(0.001, 0.001)) as client:
         boom = await run_load(client, "/boom/{id}", requests=6, concurrency=3)

@@ -30,6 +30,7 @@ from ..instruments.probes import (
     LagProbe,
     ThreadGauge,
     poll_health,
+    thread_schedule,
     watch_engine,
 )
 from ..instruments.server_timing import HEADER, parse_server_timing
@@ -201,11 +202,13 @@ async def run_load(
             if health_every_s is not None:
                 health_task = asyncio.create_task(poll_health(client, health_every_s, stop_health))
             start, cpu_start = time.perf_counter(), time.process_time()
+            schedule_start = thread_schedule()
             try:
                 await _drive(client, path_of, requests, concurrency, record)
             finally:
                 elapsed = time.perf_counter() - start
                 cpu = time.process_time() - cpu_start
+                schedule_end = thread_schedule()
                 stop_health.set()  # the monitor ends after its current request
                 health = await health_task if health_task is not None else None
     return LoadResult(
@@ -215,6 +218,11 @@ async def run_load(
         latency_ms=options.latency_ms if options else float("nan"),
         elapsed_s=elapsed,
         cpu_s=cpu,
+        loop_busy_s=(
+            sum(schedule_end) - sum(schedule_start)
+            if schedule_start is not None and schedule_end is not None
+            else None
+        ),
         response_times_s=record.latencies,
         server_total_s=record.server_total,
         server_db_s=record.server_db,

@@ -102,6 +102,9 @@ class LoadResult(Answers, Tabular):
     reasons: Counter[str]
     lag: LagTrace
     health_s: array[float] | None = None
+    loop_busy_s: float | None = None
+    """How long the event loop's thread ran or waited for a core (`thread_schedule`); None
+    where the system does not say."""
     engine: EngineCounts | None = None
     peak_threads: int = 0
     thread_limit: float = ANYIO_THREADS
@@ -112,6 +115,15 @@ class LoadResult(Answers, Tabular):
         """CPU time of the whole process (all threads) per answered request, in milliseconds."""
         answered = sum(self.statuses.values())
         return self.cpu_s / answered * 1000 if answered else float("nan")
+
+    @property
+    def loop_idle_share(self) -> float:
+        """The share of the run the event loop had nothing to do: neither running nor waiting
+        for a core. Near 0 when the CPU is the limit, however much of it other programs take.
+        Where the system does not say (`loop_busy_s` is None): 1 minus the process's CPU share,
+        which counts as idle the time other programs held the cores too."""
+        busy = self.cpu_s if self.loop_busy_s is None else self.loop_busy_s
+        return max(0.0, 1 - busy / self.elapsed_s) if self.elapsed_s else float("nan")
 
     @property
     def p95_ms(self) -> float:
@@ -233,6 +245,11 @@ def merge(runs: Sequence[LoadResult]) -> LoadResult:
         requests=sum(run.requests for run in runs),
         elapsed_s=sum(run.elapsed_s for run in runs),
         cpu_s=sum(run.cpu_s for run in runs),
+        loop_busy_s=(
+            None
+            if any(run.loop_busy_s is None for run in runs)
+            else sum(run.loop_busy_s or 0.0 for run in runs)
+        ),
         response_times_s=latencies,
         server_total_s=server_total,
         server_db_s=server_db,

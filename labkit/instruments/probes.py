@@ -11,6 +11,7 @@
   closed (overflow connections are closed on return and reopened later: reconnect churn), on
   one engine or on every engine in the process;
 - `ThreadGauge`: the most AnyIO worker threads busy at once (``def`` routes, sync dependencies);
+- `thread_schedule`: how long the calling thread (the event loop's) ran and waited for a core;
 - `catch_slow_callbacks`: asyncio's debug mode, which names every callback that held the loop
   longer than a threshold.
 """
@@ -207,6 +208,22 @@ class ThreadGauge:
 
     def sample(self) -> None:
         self.peak = max(self.peak, self._limiter.borrowed_tokens)
+
+
+def thread_schedule() -> tuple[float, float] | None:
+    """Seconds the calling thread has run on a core, and waited for one, since it started.
+
+    Read from Linux's scheduler statistics (``/proc/thread-self/schedstat``); None elsewhere.
+    Called on the event loop, the two tell a loop that always had work (running, or ready and
+    waiting for a core that other programs held) from one that sat idle waiting for I/O: what
+    the process's CPU time alone cannot, on a machine other programs share.
+    """
+    try:
+        with open("/proc/thread-self/schedstat") as stats:
+            running_ns, waiting_ns, *_rest = stats.read().split()
+    except OSError:
+        return None
+    return int(running_ns) / 1e9, int(waiting_ns) / 1e9
 
 
 @dataclass
