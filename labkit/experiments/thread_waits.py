@@ -55,13 +55,13 @@ class ThreadWaits:
     def steps(self) -> dict[str, float]:
         """The steps, earliest first, named for a reader."""
         named = {
-            "def route: query answered, the route returns": self.def_query_done,
+            "def route: its query answered, the route returns": self.def_query_done,
             "something else takes the only thread": self.taken,
-            "async def route: dependency exit (session closed)": self.loop_route_exit,
+            "async def route: dependency exit, session closed": self.loop_route_exit,
             "async def route: answered": self.loop_route_answered,
-            "a request sent now: dependency setup (session opened)": self.later_setup,
             "the thread is free again": self.freed,
-            "def route: answered (its answer validated)": self.def_answered,
+            "request sent meanwhile: dependency setup, session opened": self.later_setup,
+            "def route: answered, its answer validated once the thread was free": self.def_answered,
         }
         return dict(sorted(named.items(), key=lambda item: item[1]))
 
@@ -121,14 +121,15 @@ async def thread_waits(database_url: str | URL | None, hold_s: float = 1.0) -> T
             in_def = asyncio.create_task(get(client, "/threadpool/users/1", "def answered"))
             await asyncio.wait_for(queued.wait(), timeout=5)
             await others[0]  # the async def route is answered: the thread is still taken
-            later = asyncio.create_task(get(client, "/threadpool/users/3", "later answered"))
-            await asyncio.gather(in_def, later, *others)
-    # Sessions number themselves as they open: the def route's, the async def route's, the
-    # later request's.
+            meanwhile = asyncio.create_task(client.get("/threadpool/users/3"))
+            await asyncio.gather(in_def, *others)
+            (await meanwhile).raise_for_status()
+    # Sessions number themselves as they open: the def route's, the async def route's, and the
+    # one of the request sent meanwhile.
     said = [(r.getMessage().rsplit(" ", 1), r.created) for r in sessions]
     opened = {name: at for (name, what), at in said if what == "opened"}
     closed = {name: at for (name, what), at in said if what == "closed"}
-    _in_def, on_loop, later = opened
+    _in_def, on_loop, sent_meanwhile = opened
     return ThreadWaits(
         def_query_done=clock["def query done"] - start,
         taken=clock["taken"] - start,
@@ -136,5 +137,5 @@ async def thread_waits(database_url: str | URL | None, hold_s: float = 1.0) -> T
         def_answered=clock["def answered"] - start,
         loop_route_exit=closed[on_loop] - start,
         loop_route_answered=clock["loop answered"] - start,
-        later_setup=opened[later] - start,
+        later_setup=opened[sent_meanwhile] - start,
     )
