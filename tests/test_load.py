@@ -309,24 +309,29 @@ async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:
     assert asynchronous.health_s is not None
 
 
-async def test_grid_measures_again_only_the_points_the_model_calls_implausibly_slow(
+async def test_grid_measures_again_the_points_off_the_model_either_way_and_keeps_the_median(
     db_url,
 ) -> None:
-    # A model that thinks the threadpool setup costs nothing: its bound is out of reach, so
-    # every threadpool point is doubted; the async setup's bound is one it reaches.
-    model = ThroughputModel({"threadpool": 1e-9, "async": 0.5}, pool=15)
+    # A model that thinks the threadpool setup costs nothing (its bound out of reach: far under
+    # it) and the blocking setup a second per request (far over it); the async setup's bound is
+    # its own, just measured.
+    calibrated = await calibrate(db_url, ["async"], requests=50)
+    model = ThroughputModel({"threadpool": 1e-9, "blocking": 1.0, **calibrated.cpu_s}, pool=15)
     said: list[str] = []
     grid = await run_grid(
-        db_url, ["threadpool", "async"], [1], [0], requests=5, model=model, recheck=2,
-        say=said.append,
+        db_url, ["threadpool", "blocking", "async"], [1], [0], requests=50, model=model,
+        recheck=2, say=said.append,
     )  # fmt: skip
-    assert [r.setup for r in grid.doubtful()] == ["threadpool"]
-    assert len(said) == 2 and all("threadpool C=1 L=0 ms" in line for line in said)
-    assert not any("async" in line for line in said)
-    assert said[0].startswith("measured again (1 of 2)") and said[1].startswith("measured again (2")
-    assert all(r.ok == 5 for r in grid)  # re-measured points replace the first run, not add to it
+    assert list(grid.remeasured) == [("threadpool", 1, 0), ("blocking", 1, 0)]
+    assert len(said) == 1 and said[0].startswith("off the model")
+    assert "threadpool C=1 L=0 ms" in said[0] and "blocking C=1 L=0 ms" in said[0]
+    for point, runs in grid.remeasured.items():
+        assert len(runs) == 3  # the first run and two more
+        kept = grid.get(*point)
+        assert kept in runs and kept.ok == 50  # one run kept, not the runs added up
+        assert sorted(r.throughput for r in runs)[1] == kept.throughput  # the median
     quiet: list[str] = []
-    await run_grid(db_url, ["async"], [1], [0], requests=5, model=model, recheck=2,
+    await run_grid(db_url, ["async"], [1], [0], requests=50, model=model, recheck=2,
                    say=quiet.append)  # fmt: skip
     assert quiet == []
 

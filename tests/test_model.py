@@ -43,12 +43,9 @@ def test_littles_law_gives_the_response_time() -> None:
     assert MODEL.response_time("async", 50, 0.050) == pytest.approx(50 * 0.0515 / 15)
 
 
-def test_knee_and_the_points_judged_against_the_model() -> None:
+def test_the_knee_is_the_first_limit_reached() -> None:
     assert MODEL.knee("async", 0.050) == 15
     assert MODEL.knee("async", 0.0) == 1
-    assert MODEL.away_from_knee("async", 5, 0.050)
-    assert not MODEL.away_from_knee("async", 15, 0.050)
-    assert MODEL.away_from_knee("async", 50, 0.050)
 
 
 def test_unknown_setup_is_refused() -> None:

@@ -48,7 +48,7 @@ def test_on_a_kernels_loop_the_lab_app_reuses_its_worker_threads(db_url: URL) ->
     """Its requests run in the lifespan's task group, so a `def` route's thread is reused.
 
     Before that, requests ran in bare tasks: each started a worker thread of its own, which
-    added about a third to the sync setups' ``s`` in a kernel.
+    added a fraction of a millisecond to the sync setups' ``s`` in a kernel.
     """
     threads = like_a_kernel(worker_threads_used(create_app(db_url), requests=30))
     assert threads <= 2, f"30 requests ran on {threads} worker threads"

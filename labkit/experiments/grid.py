@@ -3,8 +3,8 @@
 `calibrate` measures each setup's CPU time per request, the model's one input; `run_grid` runs
 every point on a fresh instrumented app per latency and returns a `Grid` of `LoadResult`s with
 the model to judge them by; `take_turns` runs things in alternating rounds, so a busy second on
-a shared machine slows every run alike; `Grid.doubtful` names the points the model says cannot
-be as slow as measured, which `run_grid(recheck=...)` measures again.
+a shared machine slows every run alike; `Grid.off_the_model` names the points far from the
+model's bound, either way, which `run_grid(recheck=...)` measures again, keeping the median run.
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ from .setups import SETUPS
 if TYPE_CHECKING:
     from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
-DOUBTFUL_BELOW = 0.55
-"""A point under this share of the model's bound is doubted: measured again when asked.
+OFF_THE_MODEL = 0.55
+"""A point under this share of the model's bound, or over its inverse (1.8 times the bound), is
+off the model: measured again when asked.
 
-The model's bound is what the point reaches with the machine to itself, less what queueing
-costs near a limit: measured points land at 0.65 to 1.2 of it. Under about half, another
-program took the time; the same point measured again lands where it belongs.
+Far under, a slow moment of the machine (another program, a pause of this process) may have
+taken the run's time; far over, one may have slowed the calibration the bound comes from, or
+the model may be wrong. Either way one more run of the point cannot say which is typical, so
+`run_grid` measures it twice more and keeps the median of the three runs: a run moved by a slow
+moment is outvoted, whichever side of the model it fell on, and a point the model gets wrong
+stays off it.
 """
 
 Key = TypeVar("Key", bound=Hashable)
@@ -47,6 +51,8 @@ class Grid(Tabular):
 
     results: list[LoadResult] = field(default_factory=list)
     model: ThroughputModel | None = None
+    remeasured: dict[tuple[str, int, float], list[LoadResult]] = field(default_factory=dict)
+    """Every run of each point measured again (see `run_grid`), the first one first."""
 
     def __iter__(self) -> Iterator[LoadResult]:
         return iter(self.results)
@@ -73,12 +79,20 @@ class Grid(Tabular):
             return float("nan")
         return self.model.throughput(result.setup, result.concurrency, result.latency_ms / 1000)
 
-    def doubtful(self) -> list[LoadResult]:
-        """Points under `DOUBTFUL_BELOW` of the model's bound: implausibly slow by its account.
+    def vs_model(self, result: LoadResult) -> float:
+        """Measured throughput over the model's bound (NaN without a bound)."""
+        return result.throughput / self.model_rps(result)
 
-        Without a model every bound is NaN, so no point is doubted.
+    def off_the_model(self) -> list[LoadResult]:
+        """Points under `OFF_THE_MODEL` of the model's bound, or over its inverse.
+
+        Without a model every bound is NaN, so no point is off it.
         """
-        return [r for r in self.results if r.throughput < DOUBTFUL_BELOW * self.model_rps(r)]
+        return [
+            r
+            for r in self.results
+            if (ratio := self.vs_model(r)) < OFF_THE_MODEL or ratio > 1 / OFF_THE_MODEL
+        ]
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -88,7 +102,7 @@ class Grid(Tabular):
                 modelled = result.setup in self.model.cpu_s
                 bound = self.model_rps(result)
                 row["model_rps"] = bound
-                row["vs_model"] = result.throughput / bound if modelled else float("nan")
+                row["vs_model"] = self.vs_model(result) if modelled else float("nan")
                 row["limit"] = (
                     self.model.limit(result.setup, result.concurrency, result.latency_ms / 1000)
                     if modelled
@@ -196,6 +210,11 @@ async def run_grid(
 
     With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
     slices merged (see `take_turns`).
+
+    With `recheck` > 0, the points off the model (`Grid.off_the_model`, either side of its bound)
+    are measured `recheck` more times, and the grid keeps each one's median run (2 gives the
+    median of three). `say` gets one line saying which points, each run's share of the bound,
+    and the one kept; `Grid.remeasured` keeps every run.
     """
     options = options or EngineOptions()
     per_setup = (
@@ -234,8 +253,11 @@ async def run_grid(
             progress=progress,
         )
 
-    async def measure(points: Sequence[tuple[str, int, float]]) -> None:
-        """Run these points, one fresh app per latency among them; the grid keeps the last run."""
+    async def measure(
+        points: Sequence[tuple[str, int, float]],
+    ) -> dict[tuple[str, int, float], LoadResult]:
+        """Run these points, one fresh app per latency among them."""
+        measured: dict[tuple[str, int, float], LoadResult] = {}
         for latency in dict.fromkeys(point[2] for point in points):
             app = create_app(database_url, replace(options, latency_ms=latency), threads=threads)
             async with lab_client(app) as client:
@@ -244,32 +266,47 @@ async def run_grid(
                     for point in points
                     if point[2] == latency
                 }
-                merged.update(await take_turns(slice_of, rounds))
-        grid.results = list(merged.values())
+                measured.update(await take_turns(slice_of, rounds))
+        return measured
 
-    merged: dict[tuple[str, int, float], LoadResult] = {}
     try:
-        await measure(list(counts))
-        for attempt in range(recheck):
-            doubted = grid.doubtful()
-            if not doubted:
-                break
+        grid.results = list((await measure(list(counts))).values())
+        off = grid.off_the_model() if recheck else []
+        if off:
+            points = [_point(r) for r in off]
+            grid.remeasured = {_point(r): [r] for r in off}
             if progress is not None:
-                progress.reset(total=sum(slices[_point(r)] for r in doubted) * rounds)
-            say(
-                f"measured again ({attempt + 1} of {recheck}), under "
-                f"{DOUBTFUL_BELOW:.0%} of the model's bound: "
-                + ", ".join(
-                    f"{r.setup} C={r.concurrency} L={r.latency_ms:g} ms at "
-                    f"{r.throughput / grid.model_rps(r):.0%}"
-                    for r in doubted
-                )
-            )
-            await measure([_point(r) for r in doubted])
+                progress.reset(total=sum(slices[point] for point in points) * rounds * recheck)
+            for _ in range(recheck):
+                for point, run in (await measure(points)).items():
+                    grid.remeasured[point].append(run)
+            kept = {point: median_run(runs) for point, runs in grid.remeasured.items()}
+            grid.results = [kept.get(_point(r), r) for r in grid.results]
+            say(_remeasured_line(grid, recheck))
     finally:
         if progress is not None:
             progress.close()
     return grid
+
+
+def median_run(runs: Sequence[LoadResult]) -> LoadResult:
+    """The run with the median throughput (of an even number, the lower of the middle two)."""
+    return sorted(runs, key=lambda run: run.throughput)[(len(runs) - 1) // 2]
+
+
+def _remeasured_line(grid: Grid, recheck: int) -> str:
+    """What `run_grid` did about the points off the model, and what each one's runs gave."""
+    points = "; ".join(
+        f"{setup} C={c} L={latency:g} ms at "
+        + ", ".join(f"{grid.vs_model(run):.0%}" for run in runs)
+        + f", kept {grid.vs_model(median_run(runs)):.0%}"
+        for (setup, c, latency), runs in grid.remeasured.items()
+    )
+    return (
+        f"off the model (under {OFF_THE_MODEL:.0%} of its bound, or over "
+        f"{1 / OFF_THE_MODEL:.0%}), so measured {recheck} more times and the median run "
+        f"kept: {points}"
+    )
 
 
 def _point(result: LoadResult) -> tuple[str, int, float]:

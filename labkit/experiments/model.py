@@ -100,11 +100,3 @@ class ThroughputModel:
         s = self.cpu_s[setup]
         cap = setup_named(setup).cap(threads=self.threads, pool=self.pool)
         return min(cap, (latency_s + s) / s)  # (L + s) / s: where C / (L + s) = 1 / s
-
-    def away_from_knee(self, setup: str, concurrency: int, latency_s: float) -> bool:
-        """Few clients (C <= 5), or at least twice the knee: where the model's bounds are tight.
-
-        Near the knee a real system is below both lines (requests queue a little before any
-        resource is fully busy), so fidelity is judged away from it.
-        """
-        return concurrency <= 5 or concurrency >= 2 * self.knee(setup, latency_s)

@@ -97,8 +97,9 @@ async def worker_threads_used(
     one after another on the running loop: 1 when one thread serves them all, `requests` when
     each starts a thread of its own. (One request before them starts the first thread.)
 
-    Counted, not timed: a thread started per request costs a fifth to a third of a sync setup's
-    ``s``, which is about as much as two runs on a shared machine can differ by anyway.
+    Counted, not timed: a thread started per request adds a fraction of a millisecond to a sync
+    setup's ``s`` (notebook 05 prints its share), less than two runs on a shared machine can
+    differ by anyway.
     """
     seen = threading.local()
     threads = 0

@@ -18,8 +18,9 @@ matters for speed: AnyIO keeps an idle worker thread for reuse only while the *r
 started it for is alive, and where no task runs the loop's ``run_until_complete`` (a Jupyter
 kernel runs its loop with ``run_forever``), it takes as root the top of the current AnyIO task
 tree. A request in a bare ``asyncio`` task would be its own root: a worker thread started and
-stopped for every request to a ``def`` route or a sync dependency, about a third more CPU per
-request (labkit.experiments.thread_reuse counts it). In the group, the root is the task that
+stopped for every request to a ``def`` route or a sync dependency, a fraction of a millisecond
+more per request (labkit.experiments.thread_reuse measures it; notebook 05 prints its share of
+``s``). In the group, the root is the task that
 opened it, which lives as long as the app.
 """
 
