@@ -1,7 +1,8 @@
 """``s`` in processes of their own, plainly or after ``nest_asyncio.apply()``.
 
-A Jupyter kernel once added a third to the sync setups' ``s``: AnyIO started a worker thread per
-request where no task was the root (labkit.experiments.thread_reuse counts it, and
+A Jupyter kernel once added a worker thread's start to each of the sync setups' requests: AnyIO
+started a thread per request where no task was the root (notebook 05 prints that cost as a share
+of ``s``; labkit.experiments.thread_reuse counts it, and
 labkit.instruments.finishing is the cure). What remains to compare is a notebook's other habit,
 ``nest_asyncio.apply()``, against a plain ``asyncio.run``, each in a process of its own:
 
