@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import anyio.to_thread
@@ -35,6 +35,7 @@ from ..client import lab_client
 from ..instrumented.app import create_app
 from ..instrumented.databases import EngineOptions, SyncDatabase
 from ..instruments.events import listening
+from ..instruments.latency import frame_in
 from ..instruments.probes import collect_log
 from ..shop import database as shop_database
 from .load import engine_for, run_load
@@ -133,13 +134,9 @@ class Stall:
     """... of them, those whose `get_db` exit had started."""
 
 
-def _pool_wait(frame: FrameType | None) -> FrameType | None:
-    """The frame of a pool checkout in this stack, if any: where a checkout waits."""
-    while frame is not None:
-        if frame.f_code.co_name == "_do_get" and "sqlalchemy" in frame.f_code.co_filename:
-            return frame
-        frame = frame.f_back
-    return None
+def _pool_checkout(code: CodeType) -> bool:
+    """SQLAlchemy's pool getting a connection: where a checkout waits."""
+    return code.co_name == "_do_get" and "sqlalchemy" in code.co_filename
 
 
 @contextmanager
@@ -174,7 +171,7 @@ def _watch_stalls(
             now = time.perf_counter()
             seen = {}
             for thread, stack in sys._current_frames().items():
-                wait = _pool_wait(stack)
+                wait = frame_in(stack, _pool_checkout)
                 if wait is not None:
                     before = waiting.get(thread)
                     seen[thread] = before if before and before[0] is wait else (wait, now)

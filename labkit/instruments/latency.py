@@ -9,7 +9,8 @@ sqlite3 and psycopg, aiosqlite's worker thread, or asyncpg's awaited socket read
 loop stays blocked, a threadpool thread is occupied, and an async driver frees the loop, exactly
 as with a real remote database.
 
-`threads_in_the_wait` names the threads inside such a wait at any moment, read from any thread.
+`threads_in_the_wait` names the threads inside such a wait at any moment, read from any thread
+(`frame_in` finds where in its call a thread is).
 
 COMMIT and ROLLBACK are not statements, and do not wait. Where the lab needs them to (the
 ROLLBACK a session sends when it closes, in the timeline of a request's steps),
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import CodeType, FrameType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -55,6 +57,18 @@ def _sqlite_sleep(ms: float) -> int:
 _PSYCOPG = f"{os.sep}psycopg{os.sep}"
 
 
+def frame_in(stack: FrameType | None, match: Callable[[CodeType], bool]) -> FrameType | None:
+    """The innermost frame of `stack` (a thread's top frame, as ``sys._current_frames()`` gives
+    it) whose code `match` accepts, or None: where in its call that thread is."""
+    while stack is not None and not match(stack.f_code):
+        stack = stack.f_back
+    return stack
+
+
+def _in_a_database_call(code: CodeType) -> bool:
+    return code is _sqlite_sleep.__code__ or _PSYCOPG in code.co_filename
+
+
 def threads_in_the_wait() -> dict[int, str]:
     """The threads inside a database call at this moment, by ident, with their names.
 
@@ -65,16 +79,11 @@ def threads_in_the_wait() -> dict[int, str]:
     from a thread of its own, so that it sees a blocked event loop too.
     """
     names = {thread.ident: thread.name for thread in threading.enumerate()}
-    waiting = {}
-    for ident, top in sys._current_frames().items():
-        frame = top
-        while frame is not None:
-            code = frame.f_code
-            if code is _sqlite_sleep.__code__ or _PSYCOPG in code.co_filename:
-                waiting[ident] = names.get(ident, f"thread {ident}")
-                break
-            frame = frame.f_back
-    return waiting
+    return {
+        ident: names.get(ident, f"thread {ident}")
+        for ident, top in sys._current_frames().items()
+        if frame_in(top, _in_a_database_call) is not None
+    }
 
 
 def _sleep_call(backend: str, latency_ms: float) -> tuple[str, tuple[float, ...]] | None:
