@@ -89,7 +89,14 @@ class Withdrawals:
 
     @property
     def held_ms(self) -> float:
-        """The mean time a transaction held the row, in ms (NaN if not timed)."""
+        """The median time a transaction held the row, in ms (NaN if not timed): what a typical
+        withdrawal made the others wait, unmoved by the odd one a busy machine held up."""
+        return statistics.median(self.held_s) * 1000 if self.held else float("nan")
+
+    @property
+    def mean_held_ms(self) -> float:
+        """The mean time a transaction held the row, in ms (NaN if not timed): the one that
+        ``per_second = row_busy / mean time held`` needs."""
         return statistics.mean(self.held_s) * 1000 if self.held else float("nan")
 
     @property
@@ -117,6 +124,7 @@ class Withdrawals:
             "failed": sum(self.failed.values()),
             "per_s": round(self.per_second),
             "held_ms": round(self.held_ms, 1),
+            "most_at_once": self.most_at_once,
             "row_busy": round(self.row_busy, 2),
         }
 

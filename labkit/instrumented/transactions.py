@@ -17,7 +17,8 @@
   ways. ``naive`` reads the balance, subtracts in Python and writes it back: two requests that
   read the same balance both write, and one withdrawal is lost. ``atomic`` lets the database
   subtract (``UPDATE ... SET balance = balance - :amount WHERE balance >= :amount``); ``locked``
-  reads with ``SELECT ... FOR UPDATE``, so a second reader waits for the first to commit;
+  reads with ``SELECT ... FOR UPDATE``, so a second locking read waits for the first to commit
+  (a plain ``SELECT`` does not wait, on PostgreSQL; SQLite has no ``FOR UPDATE`` at all);
   ``versioned`` maps the same table with ``version_id_col``, so a write based on a stale read
   matches no row, SQLAlchemy raises `StaleDataError`, and the client gets a 409 with
   ``Retry-After``: unlike "insufficient funds", also a 409, trying again can work.
@@ -228,7 +229,8 @@ def withdraw_atomic(account_id: AccountId, amount: Amount, db: TransactionDep) -
 
 @router.post("/locked/accounts/{account_id}/withdrawals")
 def withdraw_locked(account_id: AccountId, amount: Amount, db: TransactionDep) -> AccountOut:
-    # SELECT ... FOR UPDATE: another request's read of this row waits until we commit.
+    # SELECT ... FOR UPDATE: another request's locking read of this row waits until we commit
+    # (a plain SELECT does not wait: it reads the balance as last committed).
     account = found(db.get(Account, account_id, with_for_update=True), account_id)
     if account.balance < amount:
         raise overdraft()
