@@ -96,7 +96,7 @@ async def test_two_transfers_at_once_lose_a_debit_unless_the_database_adds(db_ur
     """Two transfers of 60 from 100 at once: the route that writes back balances computed in
     Python answers 200 twice and takes 60 only; the one that lets the database add refuses the
     second (its CHECK constraint); both ways at once, it neither deadlocks nor loses a cent."""
-    database = SyncDatabase.create(db_url, EngineOptions(latency_ms=20))
+    database = SyncDatabase.create(db_url, EngineOptions(latency_ms=10))
     try:
         async with lab_client(transactions_app(database)) as client:
             ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 0})
@@ -138,7 +138,7 @@ async def test_writers_of_two_rows_overlap_on_postgres_only(db_url: URL) -> None
     ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 100})
     try:
         async with lab_client(transactions_app(database)) as client:
-            sizes = {"requests": 20, "concurrency": 2, "engine": database.engine}
+            sizes = {"requests": 10, "concurrency": 2, "engine": database.engine}
             one_row = await withdraw_concurrently(client, "atomic", ada, **sizes)
             two_rows = await asyncio.gather(
                 *(withdraw_concurrently(client, "atomic", i, **sizes) for i in (ada, bob))
