@@ -1,17 +1,21 @@
 """Transactions in a request: all or nothing, get-or-create with a savepoint, SQLite's savepoints
-without a BEGIN, and concurrent withdrawals (lost by the naive route, kept by its fixes)."""
+without a BEGIN, concurrent transfers and withdrawals (lost by the naive routes, kept by their
+fixes), and which reads wait for a row another transaction has locked."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, PendingRollbackError
 from sqlalchemy.orm import Session
-from support import assert_nothing_held
+from support import assert_nothing_held, every_backend
 
 from labkit import AsyncDatabase, EngineOptions, SyncDatabase, User, lab_client
-from labkit.experiments.lost_updates import withdraw_concurrently
+from labkit.experiments.lost_updates import Withdrawals, transfer_at_once, withdraw_concurrently
+from labkit.experiments.row_locks import reads_beside_a_lock
 from labkit.instrumented.transactions import (
     STRATEGIES,
     add_user_once,
@@ -30,7 +34,7 @@ async def test_a_transfer_is_all_or_nothing(db_url: URL) -> None:
     ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 0})
     try:
         async with lab_client(transactions_app(database, async_database)) as client:
-            for path in ("/transfers", "/async/transfers"):
+            for path in ("/transfers", "/atomic/transfers", "/async/atomic/transfers"):
                 ok = await client.post(path, json={"from_id": ada, "to_id": bob, "amount": 30})
                 assert ok.status_code == 200
                 too_much = {"from_id": ada, "to_id": bob, "amount": 1000}
@@ -39,8 +43,10 @@ async def test_a_transfer_is_all_or_nothing(db_url: URL) -> None:
                 assert (await client.post(path, json=nobody)).status_code == 404
                 bad = {"from_id": ada, "to_id": bob, "amount": -5}
                 assert (await client.post(path, json=bad)).status_code == 422
+                to_herself = {"from_id": ada, "to_id": ada, "amount": 5}
+                assert (await client.post(path, json=to_herself)).status_code == 422
             balances = [(await client.get(f"/accounts/{i}")).json()["balance"] for i in (ada, bob)]
-        assert balances == [40, 60]  # two transfers of 30; the refused ones left no trace
+        assert balances == [10, 90]  # three transfers of 30; the refused ones left no trace
         assert_nothing_held(database, async_database)
     finally:
         database.dispose()
@@ -84,6 +90,85 @@ async def test_concurrent_withdrawals_lose_nothing_with_the_fixes(db_url: URL) -
         assert_nothing_held(database)
     finally:
         database.dispose()
+
+
+async def test_two_transfers_at_once_lose_a_debit_unless_the_database_adds(db_url: URL) -> None:
+    """Two transfers of 60 from 100 at once: the route that writes back balances computed in
+    Python answers 200 twice and takes 60 only; the one that lets the database add refuses the
+    second (its CHECK constraint); both ways at once, it neither deadlocks nor loses a cent."""
+    database = SyncDatabase.create(db_url, EngineOptions(latency_ms=10))
+    try:
+        async with lab_client(transactions_app(database)) as client:
+            ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 0})
+            naive = await transfer_at_once(
+                client, "/transfers", [(ada, bob, 60)] * 2, database.engine
+            )
+            ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 0})
+            atomic = await transfer_at_once(
+                client, "/atomic/transfers", [(ada, bob, 60)] * 2, database.engine
+            )
+            ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 100})
+            both_ways = await transfer_at_once(
+                client, "/atomic/transfers", [(ada, bob, 60), (bob, ada, 60)], database.engine
+            )
+        assert naive.at_once and atomic.at_once and both_ways.at_once
+        assert naive.answers == ["200", "200"]
+        assert naive.promised[ada] == -20 and naive.after[ada] == 40  # one debit of the two
+        assert sorted(atomic.answers) == ["200", "409"]
+        assert atomic.after == atomic.promised == {ada: 40, bob: 60}
+        assert both_ways.answers == ["200", "200"]
+        assert both_ways.after == both_ways.before == {ada: 100, bob: 100}
+        assert_nothing_held(database)
+    finally:
+        database.dispose()
+
+
+def test_most_at_once_counts_overlapping_holds() -> None:
+    run = Withdrawals("atomic", 3, 2, 10, 7, 1.0, held=[(0.0, 2.0), (1.0, 3.0), (3.0, 4.0)])
+    assert run.most_at_once == 2  # the first two overlap; the third starts as the second ends
+    assert Withdrawals("atomic", 2, 1, 10, 8, 1.0, held=[(0.0, 1.0), (1.0, 2.0)]).most_at_once == 1
+    assert Withdrawals("atomic", 0, 1, 10, 10, 1.0).most_at_once == 0
+
+
+@every_backend
+async def test_writers_of_two_rows_overlap_on_postgres_only(db_url: URL) -> None:
+    """`most_at_once` sees writers that do not wait for each other: on PostgreSQL, those of two
+    rows. SQLite has one write lock for the whole database, so even they take turns."""
+    database = SyncDatabase.create(db_url, EngineOptions(latency_ms=5, pool_size=4))
+    ada, bob = open_accounts(database.engine, {"ada": 100, "bob": 100})
+    try:
+        async with lab_client(transactions_app(database)) as client:
+            sizes = {"requests": 10, "concurrency": 2, "engine": database.engine}
+            one_row = await withdraw_concurrently(client, "atomic", ada, **sizes)
+            two_rows = await asyncio.gather(
+                *(withdraw_concurrently(client, "atomic", i, **sizes) for i in (ada, bob))
+            )
+        assert one_row.most_at_once == 1
+        # Each run's instrument sees every transaction on the engine: both rows' writers.
+        overlapping = 2 if db_url.get_backend_name() == "postgresql" else 1
+        assert [run.most_at_once for run in two_rows] == [overlapping] * 2
+    finally:
+        database.dispose()
+
+
+@every_backend
+def test_a_plain_read_does_not_wait_for_a_locked_row(db_url: URL) -> None:
+    database = SyncDatabase.create(db_url)
+    (ada,) = open_accounts(database.engine, {"ada": 100})
+    try:
+        row = reads_beside_a_lock(database.engine, ada, hold_s=0.2)
+    finally:
+        database.dispose()
+    assert (row.before, row.after) == (100, 99)
+    assert all(read.started_s < row.commit_s for read in row.reads.values())
+    plain, locking = row.reads["plain"], row.reads["for update"]
+    assert not row.waited("plain") and plain.balance == 100  # the version committed before
+    if db_url.get_backend_name() == "postgresql":
+        assert locking.sql.endswith("FOR UPDATE")
+        assert row.waited("for update") and locking.balance == 99
+    else:  # SQLite has no FOR UPDATE: SQLAlchemy leaves it out, and nothing waits
+        assert not locking.sql.endswith("FOR UPDATE")
+        assert not row.waited("for update") and locking.balance == 100
 
 
 def test_add_user_once_keeps_the_rest_of_the_transaction(db_url: URL) -> None:

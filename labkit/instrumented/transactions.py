@@ -4,14 +4,21 @@
   ``SessionLocal.begin()``, so the request's work is committed when the route returns and rolled
   back when it raises. It is asked for with ``scope="function"``: the COMMIT happens before the
   response is sent, so a client never reads "done" for work that was not saved.
-- ``POST /transfers`` (and ``/async/transfers``): two balances change together or not at all.
-  The table's CHECK constraint refuses a negative balance; the route turns that into a 409, and
-  the dependency rolls the whole transfer back.
+- ``POST /transfers``: two balances change together or not at all. The table's CHECK
+  constraint refuses a negative balance; the route turns that into a 409, and the dependency
+  rolls the whole transfer back. It reads both balances and writes back values computed in
+  Python, so it is right one request at a time only: two transfers that read the same balance
+  both write, one of them is lost, and the CHECK constraint never sees the overdraft.
+- ``POST /atomic/transfers`` (and ``/async/atomic/transfers``): the same transfer, safe at
+  once: each ``UPDATE`` adds to the database's own value, the CHECK constraint refuses the
+  second of two debits that do not both fit, and the rows are taken in id order, so two
+  transfers in opposite directions cannot deadlock.
 - ``POST /{naive,atomic,locked,versioned}/accounts/{id}/withdrawals``: the same withdrawal four
   ways. ``naive`` reads the balance, subtracts in Python and writes it back: two requests that
   read the same balance both write, and one withdrawal is lost. ``atomic`` lets the database
   subtract (``UPDATE ... SET balance = balance - :amount WHERE balance >= :amount``); ``locked``
-  reads with ``SELECT ... FOR UPDATE``, so a second reader waits for the first to commit;
+  reads with ``SELECT ... FOR UPDATE``, so a second locking read waits for the first to commit
+  (a plain ``SELECT`` does not wait, on PostgreSQL; SQLite has no ``FOR UPDATE`` at all);
   ``versioned`` maps the same table with ``version_id_col``, so a write based on a stale read
   matches no row, SQLAlchemy raises `StaleDataError`, and the client gets a 409 with
   ``Retry-After``: unlike "insufficient funds", also a 409, trying again can work.
@@ -27,10 +34,10 @@ dependencies at runtime.
 """
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import CheckConstraint, Engine, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -82,6 +89,12 @@ class TransferIn(BaseModel):
     from_id: int = Field(ge=1, le=MAX_ID)
     to_id: int = Field(ge=1, le=MAX_ID)
     amount: int = Field(gt=0, description="Cents.")
+
+    @model_validator(mode="after")
+    def between_two_accounts(self) -> Self:
+        if self.from_id == self.to_id:
+            raise ValueError("from_id and to_id must differ")
+        return self
 
 
 AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -136,17 +149,52 @@ def transfer(payload: TransferIn, db: TransactionDep) -> list[AccountOut]:
     return [AccountOut.model_validate(source), AccountOut.model_validate(target)]
 
 
-@router.post("/async/transfers")
-async def transfer_async(payload: TransferIn, db: AsyncTransactionDep) -> list[AccountOut]:
-    source = found(await db.get(Account, payload.from_id), payload.from_id)
-    target = found(await db.get(Account, payload.to_id), payload.to_id)
-    source.balance -= payload.amount
-    target.balance += payload.amount
-    try:
-        await db.flush()
-    except IntegrityError:
-        raise overdraft() from None
-    return [AccountOut.model_validate(source), AccountOut.model_validate(target)]
+def add_to(account_id: int, cents: int) -> ReturningUpdate[tuple[int]]:
+    """The database adds `cents` (a debit if negative) to its own value of the balance: no read
+    before it for another request to slip in after. Returns the new balance (no row: no such
+    account); the CHECK constraint refuses one below 0."""
+    return (
+        update(Account)
+        .where(Account.id == account_id)
+        .values(balance=Account.balance + cents)
+        .returning(Account.balance)
+    )
+
+
+def in_id_order(payload: TransferIn) -> list[tuple[int, int]]:
+    """The transfer's two changes, ``(account id, cents)``, lowest id first. Two transfers between
+    the same accounts, in either direction, then lock the rows in the same order: neither can
+    hold one row while it waits for the other's (a deadlock)."""
+    changes = {payload.from_id: -payload.amount, payload.to_id: payload.amount}
+    return sorted(changes.items())
+
+
+@router.post("/atomic/transfers")
+def transfer_atomic(payload: TransferIn, db: TransactionDep) -> list[AccountOut]:
+    balances = {}
+    for account_id, cents in in_id_order(payload):
+        try:
+            balance = db.scalar(add_to(account_id, cents))
+        except IntegrityError:  # the CHECK constraint: the debit would leave less than 0
+            raise overdraft() from None
+        if balance is None:
+            raise HTTPException(status_code=404, detail=f"no account with id {account_id}")
+        balances[account_id] = balance
+    return [AccountOut(id=i, balance=balances[i]) for i in (payload.from_id, payload.to_id)]
+
+
+@router.post("/async/atomic/transfers")
+async def transfer_atomic_async(payload: TransferIn, db: AsyncTransactionDep) -> list[AccountOut]:
+    balances = {}
+    for account_id, cents in in_id_order(payload):
+        try:
+            balance = await db.scalar(add_to(account_id, cents))
+        except IntegrityError:
+            raise overdraft() from None
+        if balance is None:
+            raise HTTPException(status_code=404, detail=f"no account with id {account_id}")
+        balances[account_id] = balance
+    return [AccountOut(id=i, balance=balances[i]) for i in (payload.from_id, payload.to_id)]
 
 
 @router.post("/naive/accounts/{account_id}/withdrawals")
@@ -181,7 +229,8 @@ def withdraw_atomic(account_id: AccountId, amount: Amount, db: TransactionDep) -
 
 @router.post("/locked/accounts/{account_id}/withdrawals")
 def withdraw_locked(account_id: AccountId, amount: Amount, db: TransactionDep) -> AccountOut:
-    # SELECT ... FOR UPDATE: another request's read of this row waits until we commit.
+    # SELECT ... FOR UPDATE: another request's locking read of this row waits until we commit
+    # (a plain SELECT does not wait: it reads the balance as last committed).
     account = found(db.get(Account, account_id, with_for_update=True), account_id)
     if account.balance < amount:
         raise overdraft()
@@ -269,7 +318,7 @@ def _in_async_transaction(
 def transactions_app(
     database: SyncDatabase, async_database: AsyncDatabase | None = None, **lifespan: Any
 ) -> FastAPI:
-    """The routes above on the lab's databases (``/async/transfers`` needs `async_database`).
+    """The routes above on the lab's databases (``/async/...`` needs `async_database`).
 
     The learner's error handlers answer a database that cannot serve (SQLite's "database is
     locked" past ``busy_timeout``, a full pool) with a 503. `lifespan`: `lesson_lifespan`'s
