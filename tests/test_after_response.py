@@ -210,7 +210,7 @@ async def test_a_sync_session_in_an_async_stream_holds_the_loop_for_every_read(
 ) -> None:
     """Each read waits 40 ms: through a sync session the loop stops that long, once per event;
     through an AsyncSession it runs on (a stray stop of a busy machine is not one per read)."""
-    latency_ms, events = 40.0, 3
+    latency_ms, events = 40.0, 2
     slow = EngineOptions(latency_ms=latency_ms)
     sync_db, async_db = SyncDatabase.create(db_url, slow), AsyncDatabase.create(db_url, slow)
     create_and_seed(sync_db.engine)
