@@ -13,13 +13,14 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from sqlalchemy.engine import URL
 from support import assert_nothing_held
 
-from labkit import EngineOptions, SyncDatabase, lab_client
+from labkit import AsyncDatabase, EngineOptions, SyncDatabase, lab_client
 from labkit.client import event_stream, lab_websocket
 from labkit.instrumented.after_response import (
     InFlight,
     after_response_app,
     cycle_collector_paused,
     outbox,
+    stream_lag,
     until_checked_out,
 )
 from labkit.instruments.probes import collect_log
@@ -201,6 +202,32 @@ async def test_a_function_scoped_stream_reopens_the_closed_session_and_leaks(
             await until_checked_out(database.engine, 2)
             await streams.aclose()
         assert leaked(database) == 2
+
+
+@pytest.mark.slow
+async def test_a_sync_session_in_an_async_stream_holds_the_loop_for_every_read(
+    db_url: URL,
+) -> None:
+    """Each read waits 40 ms: through a sync session the loop stops that long, once per event;
+    through an AsyncSession it runs on (a stray stop of a busy machine is not one per read)."""
+    latency_ms, events = 40.0, 2
+    slow = EngineOptions(latency_ms=latency_ms)
+    sync_db, async_db = SyncDatabase.create(db_url, slow), AsyncDatabase.create(db_url, slow)
+    create_and_seed(sync_db.engine)
+    try:
+        app = after_response_app(sync_db, InFlight(), async_db)
+        async with serving(app) as base, httpx.AsyncClient(base_url=base) as client:
+            held = {}
+            for path in ("/own-session/stats", "/async-session/stats"):
+                lags_ms = [lag * 1000 for lag in (await stream_lag(client, path, events)).lags_s]
+                held[path] = (max(lags_ms), sum(lag >= latency_ms / 2 for lag in lags_ms))
+        longest, long_holds = held["/own-session/stats"]
+        assert longest >= 0.8 * latency_ms and long_holds >= events
+        assert held["/async-session/stats"][1] < events  # not one stop per read
+        assert_nothing_held(sync_db, async_db)
+    finally:
+        sync_db.dispose()
+        await async_db.dispose()
 
 
 # WebSockets

@@ -1,6 +1,7 @@
-"""How many sessions a request gets: FastAPI's dependency cache (one, or two with
-``use_cache=False``), and a `scoped_session` registry under the threadpool (one per thread, which
-is not one per request)."""
+"""How many sessions a request gets: FastAPI's dependency cache (one; two with
+``use_cache=False``, or with ``scope="function"`` on one side only; the cache keeps the first
+value), and a `scoped_session` registry under the threadpool (one per thread, which is not one
+per request)."""
 
 from __future__ import annotations
 
@@ -37,30 +38,57 @@ def saved(database: SyncDatabase, email: str) -> int:
 
 
 @pytest.mark.parametrize(
-    ("route", "one_session"),
-    [("cached", True), ("uncached", False), ("uncached-first", True)],
+    ("route", "user_call", "route_call"),
+    [
+        ("cached", 1, 1),
+        ("uncached", 2, 1),
+        ("uncached-first", 1, 1),  # the user's get_db runs first; the route gets its session
+        ("mixed-scope", 1, 2),  # the scope is part of the cache key: two keys, two calls
+        ("function-scope", 1, 1),
+    ],
 )
-async def test_which_routes_share_the_session(db_url: URL, route: str, one_session: bool) -> None:
+async def test_which_call_of_get_db_made_the_users_and_the_routes_session(
+    db_url: URL, route: str, user_call: int, route_call: int
+) -> None:
     database = make_database(db_url)
     try:
         async with lab_client(dependency_cache_app(database)) as client:
             before = database.ledger.opened
             response = await client.get(f"/{route}/my/posts", params={"user_id": 1})
         assert response.status_code == 200
-        assert response.json()["one_session"] is one_session
-        assert database.ledger.opened - before == (2 if route == "uncached" else 1)
+        answer = response.json()
+        assert (answer["user_session"] - before, answer["route_session"] - before) == (
+            user_call,
+            route_call,
+        )
+        assert answer["one_session"] is (user_call == route_call)
+        assert database.ledger.opened - before == max(user_call, route_call)
+        assert_nothing_held(database)
+    finally:
+        database.dispose()
+
+
+async def test_the_dependency_cache_keeps_the_first_session_not_the_latest(db_url: URL) -> None:
+    database = make_database(db_url)
+    try:
+        async with lab_client(dependency_cache_app(database)) as client:
+            response = await client.get("/first-or-latest/sessions")
+        assert response.json() == {"before": 1, "own": 2, "after": 1}
         assert_nothing_held(database)
     finally:
         database.dispose()
 
 
 async def test_two_sessions_per_request_drain_the_pool_at_half_the_clients(db_url: URL) -> None:
-    """A pool of 4 (2 + 2): two clients need 4 connections at once, three need 6."""
+    """A pool of 4 (2 + 2): two clients need 4 connections at once, three need 6, on the
+    uncached route and on the one that mixes scopes alike."""
     database = make_database(db_url, latency_ms=40, pool_size=2, max_overflow=2, pool_timeout=0.01)
     try:
         async with lab_client(dependency_cache_app(database)) as client:
             found = {}
-            for route, clients in [("cached", 3), ("uncached", 2), ("uncached", 3)]:
+            runs = [("cached", 3), ("uncached", 2), ("uncached", 3)]
+            runs += [("mixed-scope", 2), ("mixed-scope", 3), ("function-scope", 3)]
+            for route, clients in runs:
                 with collect_log("labkit.shop.errors"), watch_engine(database.engine) as counts:
                     path = f"/{route}/my/posts?user_id={{id}}"
                     result = await run_load(client, path, requests=clients, concurrency=clients)
@@ -68,6 +96,9 @@ async def test_two_sessions_per_request_drain_the_pool_at_half_the_clients(db_ur
         assert found[("cached", 3)] == (0, 3)
         assert found[("uncached", 2)] == (0, 4)
         assert found[("uncached", 3)][0] >= 1
+        assert found[("mixed-scope", 2)] == (0, 4)
+        assert found[("mixed-scope", 3)][0] >= 1
+        assert found[("function-scope", 3)] == (0, 3)
         assert_nothing_held(database)
     finally:
         database.dispose()

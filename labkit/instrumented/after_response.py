@@ -17,12 +17,16 @@ learner writes them, show what that means for work that goes on after the respon
   the id and opens a session of its own, and the route's session is closed before the response.
 - Server-Sent Events (``.../stats``): a stream whose generator reads through the request's
   session holds a connection until the client leaves; fixes: read, close, then send, or a
-  short session per event.
+  short session per event. The generators are ``async def`` and their sessions sync, so each
+  read also holds the event loop for as long as the database takes (`stream_lag` measures it);
+  ``/async-session/stats`` reads through a short `AsyncSession` per event instead, and frees
+  both the connection and the loop between reads.
 - WebSockets (``.../ws/users``): a session for the socket's lifetime holds a connection while
   the client is idle; the fix: a session per message.
 
-The routes that open sessions of their own take the factory from `get_session_factory`, so the
-lab swaps it with ``app.dependency_overrides`` as it swaps ``get_db``. The emails go to an
+The routes that open sessions of their own take the factory from `get_session_factory` (or
+`get_async_session_factory`), so the lab swaps it with ``app.dependency_overrides`` as it swaps
+``get_db``. The emails go to an
 `Outbox` (a stand-in for a mail server) that a notebook can hold shut, so that background tasks
 are still running, deterministically, while it counts connections. `InFlight` counts the
 requests and sockets the app has not finished with (background tasks and dependency exits
@@ -39,6 +43,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
+import httpx
 from fastapi import (
     APIRouter,
     BackgroundTasks,
@@ -52,15 +57,17 @@ from fastapi import (
 from fastapi.sse import EventSourceResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..instruments.probes import until
+from ..client import event_stream
+from ..instruments.probes import LagProbe, LagTrace, until
 from ..shop import threadpool
-from ..shop.database import SessionDep, SessionLocal, get_db
+from ..shop.database import AsyncSessionLocal, SessionDep, SessionLocal, get_db
 from ..shop.errors import add_error_handlers
 from ..shop.models import Name, User, UserId
-from .databases import SyncDatabase
+from .databases import AsyncDatabase, SyncDatabase
 
 
 class Outbox:
@@ -109,6 +116,16 @@ def get_session_factory() -> sessionmaker[Session]:
 
 
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+
+
+def get_async_session_factory() -> async_sessionmaker[AsyncSession]:
+    """The async session factory, for a stream that opens a short `AsyncSession` per event."""
+    return AsyncSessionLocal
+
+
+AsyncSessionFactoryDep = Annotated[
+    async_sessionmaker[AsyncSession], Depends(get_async_session_factory)
+]
 ClosedBeforeResponse = Annotated[Session, Depends(get_db, scope="function")]
 
 
@@ -235,6 +252,10 @@ def count_users(db: Session) -> Stats:
     return Stats(users=db.scalar(select(func.count()).select_from(User)))
 
 
+async def count_users_async(db: AsyncSession) -> Stats:
+    return Stats(users=await db.scalar(select(func.count()).select_from(User)))
+
+
 streams_router = APIRouter()
 
 
@@ -268,6 +289,32 @@ async def stats_own_session(session_factory: SessionFactoryDep) -> AsyncIterator
             stats = count_users(db)
         yield stats
         await asyncio.sleep(REFRESH_S)
+
+
+@streams_router.get("/async-session/stats", response_class=EventSourceResponse)
+async def stats_async_session(session_factory: AsyncSessionFactoryDep) -> AsyncIterator[Stats]:
+    while True:
+        async with session_factory() as db:
+            stats = await count_users_async(db)  # the loop serves others while the database works
+        yield stats
+        await asyncio.sleep(REFRESH_S)
+
+
+async def stream_lag(client: httpx.AsyncClient, path: str, events: int) -> LagTrace:
+    """Open `path`'s event stream, wait for its first event, then record the event loop's lag
+    (`LagProbe`) while `events` more arrive; close the stream.
+
+    Each event's read runs on the event loop in an ``async def`` generator: with a sync session
+    the loop is blocked until the database answers, and the probe wakes late by that long, once
+    per read; with an `AsyncSession` the loop runs other tasks meanwhile, and the probe is on
+    time. The client must be on the same loop as the server (``labkit.servers.uvicorn.serving``).
+    """
+    async with event_stream(client, path) as stream:
+        await stream.next_data()  # the stream is up: its opening costs are not counted
+        async with LagProbe() as trace:
+            for _ in range(events):
+                await stream.next_data()
+    return trace
 
 
 # WebSockets: the client sends a user id, the app answers with the user's name.
@@ -360,9 +407,12 @@ def cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def after_response_app(database: SyncDatabase, in_flight: InFlight) -> FastAPI:
+def after_response_app(
+    database: SyncDatabase, in_flight: InFlight, async_database: AsyncDatabase | None = None
+) -> FastAPI:
     """The background-task, stream and WebSocket routes above, and the threadpool setup's
-    routes (``/threadpool/...``, "every other route"), all on `database`'s pool.
+    routes (``/threadpool/...``, "every other route"), all on `database`'s pool
+    (``/async-session/stats`` on `async_database`'s, if given).
 
     A pool timeout in an HTTP route is a 503, as in the main app. `in_flight` counts what the
     app is still working on. Serve it with ``labkit.servers.uvicorn.serving`` to see what a
@@ -377,5 +427,8 @@ def after_response_app(database: SyncDatabase, in_flight: InFlight) -> FastAPI:
     app.include_router(sockets_router)
     app.dependency_overrides[get_db] = database.get_db
     app.dependency_overrides[get_session_factory] = lambda: database.SessionLocal
+    if async_database is not None:
+        async_factory = async_database.AsyncSessionLocal
+        app.dependency_overrides[get_async_session_factory] = lambda: async_factory
     app.add_middleware(in_flight.middleware)
     return app

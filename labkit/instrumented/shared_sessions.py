@@ -3,11 +3,16 @@
 
 - `dependency_cache_app`: a ``get_current_user`` dependency that takes ``SessionDep``, as the
   route does. FastAPI solves a dependency once per request and hands the same value to everyone
-  who asks, so both get one session, and the request holds one pooled connection. Declared with
-  ``Depends(get_db, use_cache=False)``, the dependency gets a session of its own: two sessions,
-  two connections per request, and the pool runs out at half the clients.
-- `scoped_session_app`: the registry older apps (and Flask-SQLAlchemy) use, one session per
-  *thread*, looked up with ``ScopedSession()`` wherever it is needed. FastAPI serves ``def``
+  who asks, so both get one session, and the request holds one pooled connection. The cache
+  keeps the *first* value solved for a key (``if key not in dependency_cache`` in
+  ``fastapi/dependencies/utils.py``), and the key is the function, its security scopes and its
+  dependency scope. Declared with ``Depends(get_db, use_cache=False)``, or with
+  ``Depends(get_db, scope="function")`` beside a plain ``SessionDep``, the dependency gets a
+  session of its own: two sessions, two connections per request, and the pool runs out at half
+  the clients.
+- `scoped_session_app`: the registry older apps (and Flask-SQLAlchemy 2.x) use, one session per
+  *thread*, looked up with ``ScopedSession()`` wherever it is needed. (Flask-SQLAlchemy 3.0 keys
+  its registry by Flask's application context instead, one per request.) FastAPI serves ``def``
   routes on a pool of worker threads that outlive requests, and runs a sync dependency's code
   before and after ``yield`` as trips of their own to that pool, so a thread is not a request.
 
@@ -23,10 +28,12 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session, scoped_session
 
+from ..instruments.ledger import LedgerSession
 from ..shop.database import SessionDep, get_db
 from ..shop.errors import add_error_handlers
 from ..shop.models import Post, User, UserCreate, UserOut
 from .databases import SyncDatabase
+from .request_steps import FunctionScopedSessionDep
 
 # Dependency caching -------------------------------------------------------------------------
 
@@ -39,6 +46,21 @@ class MyPosts(BaseModel):
     name: str
     titles: list[str]
     one_session: bool
+    route_session: int
+    """The number of the route's session in its ledger: which `get_db` call made it."""
+    user_session: int
+    """The same for the session the user was read through."""
+
+
+def session_number(session: Session | None) -> int:
+    """A session's number in its ledger (1, 2, ...): the order in which `get_db` made it.
+
+    The lab's apps get their sessions from `SyncDatabase.get_db`, whose sessions count
+    themselves; so within one request, on a ledger no one else uses meanwhile, the lowest
+    number is the first call of `get_db`."""
+    if not isinstance(session, LedgerSession):
+        raise TypeError(f"not a session of the lab's ledger: {session!r}")
+    return session.number
 
 
 def get_current_user(db: SessionDep, user_id: SignedIn) -> User:
@@ -65,7 +87,13 @@ cache_router = APIRouter()
 
 def my_posts(user: User, db: Session) -> MyPosts:
     titles = db.scalars(select(Post.title).where(Post.author_id == user.id).order_by(Post.id))
-    return MyPosts(name=user.name, titles=list(titles), one_session=object_session(user) is db)
+    return MyPosts(
+        name=user.name,
+        titles=list(titles),
+        one_session=object_session(user) is db,
+        route_session=session_number(db),
+        user_session=session_number(object_session(user)),
+    )
 
 
 @cache_router.get("/cached/my/posts")
@@ -80,18 +108,70 @@ def my_posts_uncached(db: SessionDep, user: CurrentUserOwnSession) -> MyPosts:
 
 @cache_router.get("/uncached-first/my/posts")
 def my_posts_uncached_first(user: CurrentUserOwnSession, db: SessionDep) -> MyPosts:
-    """The same, with the user declared first: FastAPI solves dependencies in that order, and
-    the cache keeps the latest value, so `db` is then the user's session again."""
+    """The same, with the user declared first. FastAPI solves the parameters in that order, so
+    the user's `get_db` is the request's first: it runs, and since nothing is cached for `get_db`
+    yet, FastAPI caches its session (``use_cache=False`` only skips the *lookup*). `db` then
+    finds that session in the cache: one session, shared."""
+    return my_posts(user, db)
+
+
+class WhichSessions(BaseModel):
+    """Which call of `get_db` made each parameter's session (1: the request's first call)."""
+
+    before: int
+    own: int
+    after: int
+
+
+@cache_router.get("/first-or-latest/sessions")
+def first_or_latest(before: SessionDep, own: OwnSessionDep, after: SessionDep) -> WhichSessions:
+    """`get_db` runs for `before`, then again for `own` (``use_cache=False``); `after` is handed
+    what the cache kept: the first call's session, or the latest's."""
+    first = min(session_number(session) for session in (before, own, after))
+    return WhichSessions(
+        before=session_number(before) - first + 1,
+        own=session_number(own) - first + 1,
+        after=session_number(after) - first + 1,
+    )
+
+
+def get_current_user_function_scope(db: FunctionScopedSessionDep, user_id: SignedIn) -> User:
+    """`get_current_user`, through the session declared with ``scope="function"``."""
+    return get_current_user(db, user_id)
+
+
+CurrentUserFunctionScope = Annotated[User, Depends(get_current_user_function_scope)]
+
+
+@cache_router.get("/mixed-scope/my/posts")
+def my_posts_mixed_scope(user: CurrentUser, db: FunctionScopedSessionDep) -> MyPosts:
+    """The route asks for ``Depends(get_db, scope="function")``, its user dependency for the
+    plain `SessionDep`, as the full-stack template's ``CurrentUser`` does. FastAPI's cache key
+    holds the scope, so these are two keys: `get_db` runs twice, two sessions."""
+    return my_posts(user, db)
+
+
+@cache_router.get("/function-scope/my/posts")
+def my_posts_function_scope(
+    user: CurrentUserFunctionScope, db: FunctionScopedSessionDep
+) -> MyPosts:
+    """The fix: one declaration of the session dependency, used by the route and by the user's
+    dependency alike, so one key, one session."""
     return my_posts(user, db)
 
 
 def dependency_cache_app(database: SyncDatabase) -> FastAPI:
     """``GET /cached/my/posts?user_id=N`` (one session per request),
-    ``GET /uncached/my/posts?user_id=N`` (two: the route's, then the user's own) and
-    ``GET /uncached-first/my/posts?user_id=N`` (the user's own first, which the route then gets).
+    ``GET /uncached/my/posts?user_id=N`` (two: the route's, then the user's own),
+    ``GET /uncached-first/my/posts?user_id=N`` (the user's own first, which the route then gets),
+    ``GET /mixed-scope/my/posts?user_id=N`` (two: one per dependency scope) and
+    ``GET /function-scope/my/posts?user_id=N`` (one: ``scope="function"`` on both sides); and
+    ``GET /first-or-latest/sessions``, which says which call of `get_db` each of three
+    parameters got.
 
-    Both read the user, then their posts, and answer whether the user object belongs to the
-    route's session (``one_session``). An exhausted pool answers 503, as in the main app.
+    The posts routes read the user, then their posts, and answer whether the user object
+    belongs to the route's session (``one_session``) and the ledger numbers of both sessions.
+    An exhausted pool answers 503, as in the main app.
     """
     app = FastAPI(title="One session per request, or two")
     add_error_handlers(app)
