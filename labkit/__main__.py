@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--no-prepared-statements", action="store_true",
-        help="for PgBouncer's transaction pooling: drivers prepare nothing",
+        help="for PgBouncer's transaction pooling: no named prepared statements",
     )  # fmt: skip
     _pool_options(serve)
 

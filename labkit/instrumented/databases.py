@@ -11,7 +11,6 @@ notebooks can make fresh ones side by side without touching the learner's code.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -87,29 +86,25 @@ class EngineOptions:
 
 
 def without_prepared_statements(url: URL) -> dict[str, Any]:
-    """``connect_args`` that keep a driver from relying on prepared statements, which live on
-    one server connection, while transaction pooling gives each transaction any of them.
+    """``connect_args`` that keep a driver from leaving named prepared statements on a server
+    connection, which transaction pooling hands to any client's next transaction.
 
-    - asyncpg: ``statement_cache_size=0`` turns off asyncpg's own cache of prepared statements,
-      and unique names keep two clients' statements from colliding on one server connection;
-      ``prepared_statement_cache_size=0`` turns off SQLAlchemy's cache (its asyncpg dialect
-      prepares each statement and keeps it per connection, apart from asyncpg's cache).
-    - psycopg: ``prepare_threshold=None``: never prepare (by default a query run 5 times on
-      one connection is prepared, and the name ``_pg3_0`` is reused by every connection).
+    - asyncpg: ``statement_cache_size=0`` (an argument of ``asyncpg.connect``). asyncpg then
+      prepares every statement unnamed, SQLAlchemy's own included (its dialect calls
+      ``prepare()`` without a name), and parses it again at each execution, so nothing stays
+      on the server between transactions. SQLAlchemy's statement cache
+      (``prepared_statement_cache_size``) can stay on: it keeps the statement's description,
+      not a name on the server. A ``prepared_statement_name_func`` must not be added: it
+      names the statements again, and each one stays on the server connection it was
+      prepared on, which after a move is not the one asyncpg later closes it on.
+    - psycopg: ``prepare_threshold=None``: never prepare (by default a query is prepared on
+      its sixth run on a connection, as ``_pg3_0``, ``_pg3_1``, ..., counted per connection).
     """
     if url.get_backend_name() != "postgresql":
         return {}
     if url.get_driver_name() == "asyncpg":
-        return {
-            "statement_cache_size": 0,
-            "prepared_statement_name_func": _unique_statement_name,
-            "prepared_statement_cache_size": 0,
-        }
+        return {"statement_cache_size": 0}
     return {"prepare_threshold": None}
-
-
-def _unique_statement_name() -> str:
-    return f"__asyncpg_{uuid.uuid4()}__"
 
 
 def _prepare(engine: Engine, options: EngineOptions) -> None:

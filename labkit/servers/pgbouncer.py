@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import URL
 
 from .ports import free_port
@@ -51,6 +52,17 @@ class PgBouncer:
     def url(self, database: URL) -> URL:
         """`database` (a URL on the server behind PgBouncer) reached through PgBouncer."""
         return database.set(host="127.0.0.1", port=self.port)
+
+    def setting(self, name: str) -> str | None:
+        """PgBouncer's value of setting `name` now, from its admin console (``SHOW CONFIG``);
+        None if this version has no such setting (``max_prepared_statements`` before 1.21).
+        With ``auth_type = any`` the console lets any user in."""
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, dbname="pgbouncer", user="pgbouncer",
+            autocommit=True,
+        ) as console:  # fmt: skip
+            rows = console.execute("SHOW CONFIG").fetchall()  # no parameters: a simple query
+        return next((str(row[1]) for row in rows if row[0] == name), None)
 
     def __str__(self) -> str:
         return (
