@@ -6,12 +6,15 @@ with the reason, unless LAB_REQUIRE_POSTGRES is set, as in CI, which makes that 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 from sqlalchemy.engine import URL, make_url
@@ -23,8 +26,14 @@ from labkit.servers.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
+    app_role,
+    client_backends,
+    connections_held,
+    connections_until_refused,
+    fresh_postgres_database,
     libpq_url,
     throwaway_server,
+    until_server_holds_only,
     watch_server_connections,
 )
 
@@ -59,6 +68,74 @@ def test_a_server_refuses_the_connection_past_max_connections() -> None:
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     assert refuses_connections(port)
+
+
+@contextmanager
+def small_server(max_connections: int) -> Iterator[PostgresServer]:
+    """A throwaway server with `max_connections`, or the test skipped (failed in CI) without."""
+    with ExitStack() as block:
+        try:
+            server = block.enter_context(throwaway_server(max_connections=max_connections))
+        except NoPostgres as exc:
+            cannot_run(str(exc))
+        yield server
+
+
+@pytest.mark.slow
+def test_an_apps_role_is_refused_the_superusers_reserved_slots_sooner() -> None:
+    """With ``max_connections=6`` and PostgreSQL's 3 ``superuser_reserved_connections``, the
+    superuser opens 6 and an app's role 3, each refused in other words, both SQLSTATE 53300;
+    the role owns its database, and asking for it again finds it."""
+    with small_server(6) as server:
+        database = fresh_postgres_database(server, "lab_roles")
+        as_app = app_role(server, database)
+        assert app_role(server, database) == as_app
+        superuser = asyncio.run(connections_until_refused(server, database))
+        app = asyncio.run(connections_until_refused(server, as_app))
+        with psycopg.connect(libpq_url(server.url)) as conn:
+            query = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s"
+            owner = conn.execute(query, (database.database,)).fetchone()
+    assert (superuser.user, superuser.opened, superuser.sqlstate) == ("postgres", 6, "53300")
+    assert (app.user, app.opened, app.sqlstate) == ("lab_app", 3, "53300")
+    assert TOO_MANY in superuser.message
+    assert "remaining connection slots are reserved" in app.message
+    assert owner == ("lab_app",)
+
+
+@pytest.mark.slow
+def test_the_server_holds_only_what_a_process_keeps_once_closed_backends_end() -> None:
+    """Four connections from this process, three closed: the server's backends come down to the
+    one this process still holds, then to none once it is closed too."""
+    with small_server(6) as server:
+        url, me = libpq_url(server.url), [psutil.Process()]
+        kept = psycopg.connect(url)
+        others = [psycopg.connect(url) for _ in range(3)]
+        assert client_backends(server) == connections_held(server, me) == 4
+        for connection in others:
+            connection.close()
+        assert until_server_holds_only(server, me) == 1
+        kept.close()
+        assert until_server_holds_only(server) == 0
+
+
+@pytest.mark.slow
+def test_the_monitor_holds_its_connection_before_its_block_begins() -> None:
+    """Connections opened first thing in the block find the monitor's already there (5 slots: 4
+    left), and the monitor counts them."""
+    with small_server(5) as server:
+        url = libpq_url(server.url)
+        held: list[psycopg.Connection] = []
+        with watch_server_connections(server, "postgres") as seen:
+            with pytest.raises(psycopg.OperationalError, match=TOO_MANY):
+                while True:
+                    held.append(psycopg.connect(url))
+            deadline = time.monotonic() + 5
+            while seen.peak < len(held) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for connection in held:
+                connection.close()
+    assert len(held) == 4
+    assert seen.peak == 4, seen.samples
 
 
 @pytest.mark.slow

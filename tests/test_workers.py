@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,7 @@ from sqlalchemy.engine import URL
 from labkit import SETUPS, sqlite_url
 from labkit.__main__ import main
 from labkit.experiments.socket_load import SocketLoad
-from labkit.experiments.workers import CpuUse, WorkersModel, WorkersPoint
+from labkit.experiments.workers import CpuUse, WorkersModel, WorkersPoint, cpu_used
 from labkit.servers.postgres import libpq_url
 from labkit.servers.uvicorn import Server, served
 from labkit.servers.workers import WORKER_HEADER, worker_name
@@ -122,3 +125,43 @@ def test_the_workers_model_takes_the_cheapest_run_at_zero_latency() -> None:
     assert model.throughput([18, 14], 0) == pytest.approx(min(2, model.cores) / model.s)
     with pytest.raises(ValueError, match="a run at L = 0"):
         WorkersModel.calibrated(runs[1:2], pool=2)
+
+
+BUSY = """
+import sys, time
+end = time.process_time() + 0.25
+while time.process_time() < end:
+    pass
+print("done", flush=True)
+sys.stdin.read()  # stays alive, so that its CPU and wait can still be read
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="Linux's schedstat only")
+def test_two_processes_on_one_core_wait_for_it_and_the_wait_is_not_cpu() -> None:
+    """Two processes that each want 0.25 s of CPU, kept to one core: together they get at most
+    that core, and each waits for it while the other runs; `cpu_used` counts the wait apart."""
+    core = min(os.sched_getaffinity(0))
+    busy = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUSY],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+        )
+        for _ in range(2)
+    ]
+    try:
+        with cpu_used([psutil.Process(process.pid) for process in busy]) as found:
+            for process in busy:
+                assert process.stdout is not None
+                assert process.stdout.readline() == "done\n"
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    (used,) = found
+    assert used.server_wait_s is not None
+    assert used.server_s <= used.wall_s * 1.05  # one core: never more CPU than time passed
+    assert used.server_wait_s >= 0.15  # each waited while the other ran

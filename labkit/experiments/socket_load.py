@@ -44,6 +44,9 @@ class SocketLoad(Answers):
     response_times_s: array[float] = field(default_factory=lambda: array("d"))
     first_body: dict[int, str] = field(default_factory=dict)
     """The first answer's body for each status: what a 503 said, say."""
+    failures: Counter[str] = field(default_factory=Counter)
+    """The bodies of the answers that were not 2xx, counted: how many 503s the server's
+    refusal caused, and how many a wait for a pooled connection that ran out."""
 
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -69,7 +72,10 @@ async def _client(
             seen.response_times_s.append(time.perf_counter() - started)
             status = int(head[9:12])
             seen.statuses[status] += 1
-            seen.first_body.setdefault(status, body.decode(errors="replace"))
+            text = body.decode(errors="replace")
+            seen.first_body.setdefault(status, text)
+            if not 200 <= status < 300:
+                seen.failures[text] += 1
             if (at := lower.find(WORKER_HEADER_LINE)) >= 0:
                 name = head[at + len(WORKER_HEADER_LINE) : head.index(b"\r\n", at + 2)]
                 if worker is None:

@@ -11,8 +11,11 @@ one of them), the model of labkit.experiments.model holds per process, and adds 
 - ``min(W, cores) / s``: each worker runs its Python on one core at a time, and there are only
   so many cores. ``s`` is one worker's CPU per request, measured at L = 0.
 
-What the model leaves out is measured beside it: how busy the machine's cores were. The
-database and the load driver run on the same cores, and a worker cannot use a core they hold.
+What the model leaves out is measured beside it: how busy the machine's cores were, and how
+long the server's processes waited for one. The database and the load driver run on the same
+cores, and a worker cannot use a core they hold. A process that waits for a core spends no CPU
+meanwhile, so the wait shows in neither `s` nor the CPU per request: the kernel counts it
+apart (Linux's scheduler statistics, ``/proc/PID/task/TID/schedstat``).
 """
 
 from __future__ import annotations
@@ -91,11 +94,15 @@ class WorkersModel:
 
 @dataclass(frozen=True)
 class CpuUse:
-    """CPU seconds spent during a block: by the server's processes, and by the whole machine."""
+    """CPU seconds spent during a block: by the server's processes, and by the whole machine;
+    and how long the server's processes were ready to run but waited for a core."""
 
     server_s: float
     machine_s: float
     wall_s: float
+    server_wait_s: float | None = None
+    """Seconds the server's threads spent runnable in the kernel's run queue, added up; None
+    where the system does not say (not Linux)."""
 
     @property
     def machine_busy(self) -> float:
@@ -108,19 +115,42 @@ def _busy_s(times: Any) -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
+def run_queue_waits_s(processes: Sequence[psutil.Process]) -> dict[tuple[int, int], float]:
+    """Each thread's time waiting for a core since it started, in seconds, by (pid, thread id):
+    the second number of Linux's ``/proc/PID/task/TID/schedstat``. Empty elsewhere."""
+    waits: dict[tuple[int, int], float] = {}
+    for process in processes:
+        try:
+            threads = list(Path(f"/proc/{process.pid}/task").iterdir())
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                _running_ns, waiting_ns, *_ = (thread / "schedstat").read_text().split()
+            except (OSError, ValueError):
+                continue  # the thread has ended
+            waits[process.pid, int(thread.name)] = int(waiting_ns) / 1e9
+    return waits
+
+
 @contextmanager
 def cpu_used(processes: Sequence[psutil.Process]) -> Iterator[list[CpuUse]]:
-    """Measure the CPU `processes` and the whole machine use during the block; the one `CpuUse`
-    is in the yielded list afterwards."""
+    """Measure the CPU `processes` and the whole machine use during the block, and how long
+    `processes` waited for a core; the one `CpuUse` is in the yielded list afterwards."""
 
     def server_s() -> float:
         return sum(sum(p.cpu_times()[:2]) for p in processes)
 
     found: list[CpuUse] = []
+    waits0 = run_queue_waits_s(processes)
     server0, machine0, wall0 = server_s(), _busy_s(psutil.cpu_times()), time.monotonic()
     yield found
     wall = time.monotonic() - wall0
-    found.append(CpuUse(server_s() - server0, _busy_s(psutil.cpu_times()) - machine0, wall))
+    server, machine = server_s() - server0, _busy_s(psutil.cpu_times()) - machine0
+    waits = run_queue_waits_s(processes)
+    # a thread started during the block waited only during it
+    waited = sum(wait - waits0.get(thread, 0.0) for thread, wait in waits.items())
+    found.append(CpuUse(server, machine, wall, waited if waits else None))
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,14 @@ class WorkersPoint:
     def server_cpu_ms(self) -> float:
         """CPU of all the server's processes per answered request, in milliseconds."""
         return self.cpu.server_s / max(self.load.ok, 1) * 1000
+
+    @property
+    def core_wait_ms(self) -> float:
+        """How long the server's processes waited for a core, per answered request, in
+        milliseconds (NaN where the system does not say)."""
+        if self.cpu.server_wait_s is None:
+            return float("nan")
+        return self.cpu.server_wait_s / max(self.load.ok, 1) * 1000
 
 
 async def time_workers(
@@ -195,6 +233,7 @@ def workers_rows(points: Sequence[WorkersPoint], model: WorkersModel) -> list[di
                 "vs_model": point.load.throughput / bound,
                 "limit": model.limit(split, latency_s),
                 "server_cpu_ms": point.server_cpu_ms,
+                "core_wait_ms": point.core_wait_ms,
                 "machine_busy": point.cpu.machine_busy,
             }
         )
