@@ -26,15 +26,17 @@ from labkit.servers.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
+    fresh_postgres_database,
+    libpq_url,
+    throwaway_server,
+    watch_server_connections,
+)
+from labkit.servers.slots import (
     app_role,
     client_backends,
     connections_held,
     connections_until_refused,
-    fresh_postgres_database,
-    libpq_url,
-    throwaway_server,
     until_server_holds_only,
-    watch_server_connections,
 )
 
 TOO_MANY = "sorry, too many clients already"
