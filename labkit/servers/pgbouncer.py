@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +106,7 @@ default_pool_size = {pool_size}
 max_client_conn = {max_client_conn}
 logfile = {folder}/pgbouncer.log
 pidfile = {folder}/pgbouncer.pid
-"""
+{more}"""
 
 
 @contextmanager
@@ -116,10 +116,14 @@ def pgbouncer(
     pool_size: int = 2,
     pool_mode: str = "transaction",
     max_client_conn: int = 1000,
+    settings: Mapping[str, str | int] | None = None,
 ) -> Iterator[PgBouncer]:
     """PgBouncer in front of `server` for the block: every database on it, `pool_size` server
     connections each, as the server's user (``auth_type = any``: the lab's servers trust
-    loopback). Run by root, PgBouncer runs as user ``postgres``, since it refuses root."""
+    loopback). Run by root, PgBouncer runs as user ``postgres``, since it refuses root.
+
+    `settings` adds lines to the ``[pgbouncer]`` section, e.g.
+    ``{"server_reset_query_always": 1}``; `PgBouncer.setting` reads them back."""
     program = pgbouncer_program()
     as_user = run_as_user("postgres" if os.geteuid() == 0 else None)
     if server.url.password:
@@ -129,10 +133,10 @@ def pgbouncer(
         )
     folder = Path(tempfile.mkdtemp(prefix="lab-pgbouncer-"))
     try:
-        with _running(program, folder, as_user, server, pool_size, pool_mode, max_client_conn) as (
-            port,
-            version,
-        ):
+        more = "".join(f"{name} = {value}\n" for name, value in (settings or {}).items())
+        with _running(
+            program, folder, as_user, server, pool_size, pool_mode, max_client_conn, more
+        ) as (port, version):
             yield PgBouncer(port, pool_size, pool_mode, version)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -147,6 +151,7 @@ def _running(
     pool_size: int,
     pool_mode: str,
     max_client_conn: int,
+    more: str = "",
 ) -> Iterator[tuple[int, str]]:
     """Write the config into `folder`, start PgBouncer, yield its port and version, stop it."""
     if as_user:
@@ -166,6 +171,7 @@ def _running(
             pool_size=pool_size,
             max_client_conn=max_client_conn,
             folder=folder,
+            more=more,
         )
     )
     process = subprocess.Popen(
