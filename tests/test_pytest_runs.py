@@ -56,6 +56,12 @@ def test_run_suite_reads_each_outcome(tmp_path: Path) -> None:
     assert run.outcomes["test_three::test_fails"].message.startswith("assert 1 == 2")
     assert "KeyError" in run.outcomes["test_three::test_errors"].message
     assert run.counts() == {"passed": 1, "failed": 1, "error": 1}
+    assert run.lines("test_three")[:3] == [
+        "PASSED  test_three::test_passes",
+        "FAILED  test_three::test_fails",
+        "        assert 1 == 2",
+    ]
+    assert run.lines("test_other") == []
 
 
 @pytest.mark.slow

@@ -53,10 +53,13 @@ class SuiteRun:
         """How many tests ended each way."""
         return Counter(outcome.outcome for outcome in self.outcomes.values())
 
-    def lines(self) -> list[str]:
-        """One line per test, its outcome first; under a failure, its exception (`short`)."""
+    def lines(self, file: str | None = None) -> list[str]:
+        """One line per test (of `file` only, if given: its name without ``.py``), its outcome
+        first; under a failure, its exception (`short`)."""
         rows = []
         for test, result in self.outcomes.items():
+            if file is not None and test.split("::")[0] != file:
+                continue
             rows.append(f"{result.outcome.upper():<7} {test}")
             if result.message:
                 rows.append(f"        {short(result.message)}")
