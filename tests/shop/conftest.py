@@ -101,9 +101,9 @@ def session(connection: Connection) -> Iterator[Session]:
 def client(get_test_db: Callable[[], Iterator[Session]]) -> Iterator[TestClient]:
     """The app, each request served by a session of its own on the test's connection.
 
-    Not ``lambda: session``: one session for every request, never closed, hides the bugs that
-    show only once the request's session is closed (an object read after it, by a background
-    task), and carries one request's objects into the next.
+    Not ``lambda: session``: one session for every request, closed by no request, hides the bugs
+    that show only once the request's session is closed (an object read after it, by a
+    background task), and every request shares its identity map.
     """
     app.dependency_overrides[get_db] = get_test_db
     # No `with`: that would run the app's lifespan, which creates the tables in the app's

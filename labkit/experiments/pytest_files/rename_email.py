@@ -2,8 +2,8 @@
 
 Notebook 08's rename route hands its background task the `User` it loaded, and its session is
 closed before the response (``scope="function"``). The test runs through two overrides of
-`get_db`: the test's one session for every request, never closed (``lambda: session``), and the
-conftest's session per request, closed when the request ends.
+`get_db`: the test's one session for every request, closed by no request
+(``lambda: session``), and the conftest's session per request, closed when the request ends.
 """
 
 from collections.abc import Callable, Iterator
