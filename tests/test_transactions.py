@@ -1,6 +1,7 @@
 """Transactions in a request: all or nothing, get-or-create with a savepoint, SQLite's savepoints
 without a BEGIN, concurrent transfers and withdrawals (lost by the naive routes, kept by their
-fixes), and which reads wait for a row another transaction has locked."""
+fixes), which reads wait for a row another transaction has locked, and what an isolation level
+does to a read-modify-write that another transaction overtook."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from support import assert_nothing_held, every_backend
 
 from labkit import AsyncDatabase, EngineOptions, SyncDatabase, User, lab_client
+from labkit.experiments.isolation_levels import second_writer
 from labkit.experiments.lost_updates import Withdrawals, transfer_at_once, withdraw_concurrently
 from labkit.experiments.row_locks import reads_beside_a_lock
 from labkit.instrumented.transactions import (
@@ -208,3 +210,59 @@ def test_a_released_savepoint_outlives_the_rollback_without_begin(begins: bool) 
         transaction.rollback()
         count = connection.scalar(select(func.count()).select_from(User))
     assert count == (0 if begins else 1)
+
+
+@every_backend
+def test_an_isolation_level_refuses_the_update_read_committed_loses(db_url: URL) -> None:
+    """Two read-modify-writes of one balance, one after the other's read: PostgreSQL's default
+    loses one; REPEATABLE READ and SERIALIZABLE refuse it (SQLSTATE 40001). SQLite reports
+    SERIALIZABLE and still loses it, unless a real BEGIN puts the read in the transaction."""
+    database = SyncDatabase.create(db_url)
+    try:
+        if db_url.get_backend_name() == "postgresql":
+            levels = {None: "READ COMMITTED", "REPEATABLE READ": None, "SERIALIZABLE": None}
+            for level, in_effect in levels.items():
+                (ada,) = open_accounts(database.engine, {"ada": 100})
+                second = second_writer(database.engine, ada, level)
+                assert second.in_effect == (in_effect or level)
+                assert (second.before, second.after) == (100, 99)
+                if level is None:
+                    assert second.error is None and second.lost == 1
+                else:
+                    assert second.sqlstate == "40001" and second.lost == 0
+                    assert "SerializationFailure" in (second.error or "")
+        else:
+            for level in (None, "SERIALIZABLE"):
+                (ada,) = open_accounts(database.engine, {"ada": 100})
+                second = second_writer(database.engine, ada, level)
+                assert second.in_effect == "SERIALIZABLE" and second.lost == 1
+            begin_sqlite_transactions(database.engine)
+            (ada,) = open_accounts(database.engine, {"ada": 100})
+            second = second_writer(database.engine, ada)
+            assert second.lost == 0 and "SQLITE_BUSY_SNAPSHOT" in (second.error or "")
+    finally:
+        database.dispose()
+
+
+@every_backend
+async def test_the_serializable_route_refuses_a_stale_write_on_postgres(db_url: URL) -> None:
+    """Refused (409, Retry-After), never lost, on PostgreSQL; on SQLite the level changes
+    nothing, and the same withdrawals lose updates as the naive route's do."""
+    database = SyncDatabase.create(db_url, EngineOptions(latency_ms=2, pool_size=5))
+    (ada,) = open_accounts(database.engine, {"ada": 1000})
+    try:
+        async with lab_client(transactions_app(database)) as client:
+            sizes = {"requests": 20, "concurrency": 5}
+            given_up = await withdraw_concurrently(
+                client, "serializable", ada, retry_conflicts=False, **sizes
+            )
+            retried = await withdraw_concurrently(client, "serializable", ada, **sizes)
+        if db_url.get_backend_name() == "postgresql":
+            assert given_up.lost == 0 and given_up.failed["409"] > 0
+            assert given_up.done + given_up.failed["409"] == 20
+            assert retried.lost == 0 and retried.done == 20 and retried.retries > 0
+        else:
+            assert given_up.lost > 0 and not given_up.failed
+        assert_nothing_held(database)
+    finally:
+        database.dispose()

@@ -1,4 +1,5 @@
-"""Transactions in a request, and four ways to take money from one balance, as learners write them.
+"""Transactions in a request, and five ways to take money from one balance, as learners write
+them.
 
 - `get_db_in_transaction` (and its async twin): one session per request inside
   ``SessionLocal.begin()``, so the request's work is committed when the route returns and rolled
@@ -14,14 +15,20 @@
   second of two debits that do not both fit, and the rows are taken in id order, so two
   transfers in opposite directions cannot deadlock.
 - ``POST /{naive,atomic,locked,versioned}/accounts/{id}/withdrawals``: the same withdrawal four
-  ways. ``naive`` reads the balance, subtracts in Python and writes it back: two requests that
-  read the same balance both write, and one withdrawal is lost. ``atomic`` lets the database
-  subtract (``UPDATE ... SET balance = balance - :amount WHERE balance >= :amount``); ``locked``
-  reads with ``SELECT ... FOR UPDATE``, so a second locking read waits for the first to commit
-  (a plain ``SELECT`` does not wait, on PostgreSQL; SQLite has no ``FOR UPDATE`` at all);
-  ``versioned`` maps the same table with ``version_id_col``, so a write based on a stale read
-  matches no row, SQLAlchemy raises `StaleDataError`, and the client gets a 409 with
-  ``Retry-After``: unlike "insufficient funds", also a 409, trying again can work.
+  ways (a fifth follows). ``naive`` reads the balance, subtracts in Python and writes it back:
+  two requests that read the same balance both write, and one withdrawal is lost. ``atomic``
+  lets the database subtract (``UPDATE ... SET balance = balance - :amount WHERE balance >=
+  :amount``); ``locked`` reads with ``SELECT ... FOR UPDATE``, so a second locking read waits
+  for the first to commit (a plain ``SELECT`` does not wait, on PostgreSQL; SQLite has no ``FOR
+  UPDATE`` at all); ``versioned`` maps the same table with ``version_id_col``, so a write based
+  on a stale read matches no row, SQLAlchemy raises `StaleDataError`, and the client gets a 409
+  with ``Retry-After``: unlike "insufficient funds", also a 409, trying again can work.
+- ``POST /serializable/accounts/{id}/withdrawals``: the naive read-modify-write in a
+  ``SERIALIZABLE`` transaction. On PostgreSQL the database refuses a write based on a read that
+  a concurrent transaction has since changed: SQLSTATE 40001, a serialization failure (under
+  ``REPEATABLE READ`` too). The route answers it with a 409 and ``Retry-After``, as the versioned
+  route does, and the client sends the withdrawal again. SQLite accepts the level and changes
+  nothing: sqlite3 runs the read outside any transaction (see `begin_sqlite_transactions`).
 - ``POST /atomic-commit/...``: the atomic withdrawal on the learner's `SessionDep`, committing in
   the route right after its ``UPDATE``: the row is held for the COMMIT only, not also while
   FastAPI returns from the route and runs the dependency's exit.
@@ -39,7 +46,7 @@ from typing import Annotated, Any, Self
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import CheckConstraint, Engine, String, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -255,6 +262,36 @@ def withdraw_versioned(account_id: AccountId, amount: Amount, db: TransactionDep
     return AccountOut.model_validate(account)
 
 
+def serialization_failure(exc: DBAPIError) -> bool:
+    """The database refused the transaction because a concurrent one changed what it read:
+    SQLSTATE 40001, whichever driver reports it (psycopg's `SerializationFailure`, asyncpg's
+    `SerializationError`; SQLAlchemy wraps both, and keeps the code in ``orig.sqlstate``). The
+    same transaction run again from its start can succeed."""
+    return getattr(exc.orig, "sqlstate", None) == "40001"
+
+
+@router.post("/serializable/accounts/{account_id}/withdrawals")
+def withdraw_serializable(account_id: AccountId, amount: Amount, db: TransactionDep) -> AccountOut:
+    # The transaction's first call, before any statement: it sets the level for this transaction
+    # only (the pool resets it when the connection goes back).
+    db.connection(execution_options={"isolation_level": "SERIALIZABLE"})
+    account = found(db.get(Account, account_id), account_id)
+    if account.balance < amount:
+        raise overdraft()
+    account.balance -= amount  # as the naive route: the database checks the read is still true
+    try:
+        db.flush()  # the UPDATE: refused if another transaction changed the row since we read it
+    except DBAPIError as exc:
+        if not serialization_failure(exc):
+            raise
+        raise HTTPException(
+            status_code=409,
+            detail="a concurrent transaction changed the account; retry",
+            headers={"Retry-After": "0"},  # the transaction from its start again can succeed
+        ) from None
+    return AccountOut.model_validate(account)
+
+
 @router.post("/atomic-commit/accounts/{account_id}/withdrawals")
 def withdraw_atomic_commit(account_id: AccountId, amount: Amount, db: SessionDep) -> AccountOut:
     balance = db.scalar(subtract(account_id, amount))
@@ -266,8 +303,9 @@ def withdraw_atomic_commit(account_id: AccountId, amount: Amount, db: SessionDep
     return AccountOut(id=account_id, balance=balance)
 
 
-STRATEGIES = ("naive", "atomic", "locked", "versioned")
-"""The withdrawal routes' prefixes, from the one that loses updates to the three that do not."""
+STRATEGIES = ("naive", "atomic", "locked", "versioned", "serializable")
+"""The withdrawal routes' prefixes, from the one that loses updates to the four that do not (on
+PostgreSQL)."""
 
 
 def add_user_once(db: Session, name: str, email: str) -> User:

@@ -1,21 +1,22 @@
 """Fixtures for the app's tests: a test database, and one transaction per test, rolled back.
 
-The routes commit, as they must in production. Each test still starts from empty tables: its
-session is bound to a connection whose transaction is rolled back after the test, and the
-session's commits only release savepoints inside that transaction. The database is
-`TEST_DATABASE_URL` (in-memory SQLite by default), never the app's own.
+The routes commit, as they must in production. Each test still starts from empty tables: every
+request gets a session of its own, as in production, closed when the request ends, but bound to
+the test's connection, whose transaction is rolled back after the test; the sessions' commits
+only release savepoints inside that transaction. The database is `TEST_DATABASE_URL` (in-memory
+SQLite by default), never the app's own.
 """
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -64,23 +65,47 @@ def engine(test_database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    """A session inside a transaction that the test never commits: rolled back afterwards."""
-    connection = engine.connect()
-    transaction = connection.begin()
-    # "create_savepoint": the routes' commit() and rollback() end a savepoint, not the
-    # transaction, so a test sees what its requests wrote and the next test sees none of it.
-    session = Session(bind=connection, join_transaction_mode="create_savepoint")
-    yield session
-    session.close()
-    transaction.rollback()
-    connection.close()
+def connection(engine: Engine) -> Iterator[Connection]:
+    """The test's connection, in a transaction that the test never commits: rolled back after it."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        yield connection
+        transaction.rollback()
 
 
 @pytest.fixture
-def client(session: Session) -> Iterator[TestClient]:
-    """The app, with every request served by the test's session instead of the app's own."""
-    app.dependency_overrides[get_db] = lambda: session
+def get_test_db(connection: Connection) -> Callable[[], Iterator[Session]]:
+    """The replacement for `get_db`: a session per request, closed when the request ends, as the
+    app's own, but bound to the test's connection.
+
+    "create_savepoint": the routes' commit() and rollback() end a savepoint, not the test's
+    transaction, so a test sees what its requests wrote and the next test sees none of it.
+    """
+
+    def get_test_db() -> Iterator[Session]:
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+            yield session
+
+    return get_test_db
+
+
+@pytest.fixture
+def session(connection: Connection) -> Iterator[Session]:
+    """The test's own session, on the same connection: what the requests left, as the test sees
+    it."""
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+        yield session
+
+
+@pytest.fixture
+def client(get_test_db: Callable[[], Iterator[Session]]) -> Iterator[TestClient]:
+    """The app, each request served by a session of its own on the test's connection.
+
+    Not ``lambda: session``: one session for every request, closed by no request, hides the bugs
+    that show only once the request's session is closed (an object read after it, by a
+    background task), and every request shares its identity map.
+    """
+    app.dependency_overrides[get_db] = get_test_db
     # No `with`: that would run the app's lifespan, which creates the tables in the app's
     # real database. The test database has its tables already.
     yield TestClient(app)
@@ -88,8 +113,8 @@ def client(session: Session) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-async def async_session(test_database_url: str) -> AsyncIterator[AsyncSession]:
-    """The async counterpart of `session`, on the same database through its async driver.
+async def async_connection(test_database_url: str) -> AsyncIterator[AsyncConnection]:
+    """The async counterpart of `connection`, on the same database through its async driver.
 
     An async engine's connections belong to the event loop that opened them, and each test
     gets a loop of its own, so the engine lives for one test only.
@@ -98,29 +123,44 @@ async def async_session(test_database_url: str) -> AsyncIterator[AsyncSession]:
     engine = create_async_engine(url, **engine_options(url))
     if url.get_backend_name() == "sqlite":
         begin_sqlite_transactions(engine.sync_engine)
-    connection = await engine.connect()
-    transaction = await connection.begin()
-    # In-memory SQLite through aiosqlite is another database than the sync engine's, so it
-    # needs the tables too (on PostgreSQL they exist, and create_all skips them). Created
-    # inside the transaction, they are rolled back with it.
-    await connection.run_sync(Base.metadata.create_all)
-    session = AsyncSession(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-    yield session
-    await session.close()
-    await transaction.rollback()
-    await connection.close()
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        # In-memory SQLite through aiosqlite is another database than the sync engine's, so it
+        # needs the tables too (on PostgreSQL they exist, and create_all skips them). Created
+        # inside the transaction, they are rolled back with it.
+        await connection.run_sync(Base.metadata.create_all)
+        yield connection
+        await transaction.rollback()
     await engine.dispose()
 
 
+def _async_session(connection: AsyncConnection) -> AsyncSession:
+    # expire_on_commit=False, as the app's own: no implicit reload after a commit.
+    return AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
 @pytest.fixture
-async def async_client(async_session: AsyncSession) -> AsyncIterator[AsyncClient]:
-    """An HTTP client that calls the app in this event loop, with the test's async session.
+async def async_session(async_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """The test's own async session, on the same connection."""
+    async with _async_session(async_connection) as session:
+        yield session
+
+
+@pytest.fixture
+async def async_client(async_connection: AsyncConnection) -> AsyncIterator[AsyncClient]:
+    """An HTTP client that calls the app in this event loop, each request with an `AsyncSession`
+    of its own on the test's connection, closed when the request ends.
 
     ASGITransport does not run the lifespan either: the app's real database stays untouched.
     """
-    app.dependency_overrides[get_async_db] = lambda: async_session
+
+    async def get_test_async_db() -> AsyncIterator[AsyncSession]:
+        async with _async_session(async_connection) as session:
+            yield session
+
+    app.dependency_overrides[get_async_db] = get_test_async_db
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
         yield client
     app.dependency_overrides.clear()

@@ -1,0 +1,44 @@
+"""Two async tests on an engine made when this file is imported: one engine per async driver
+named in `TEST_ASYNC_URLS` (space-separated URLs)."""
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+URLS = os.environ["TEST_ASYNC_URLS"].split()
+# At import: before pytest has started any event loop.
+engines = {make_url(url).get_driver_name(): create_async_engine(url) for url in URLS}
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def one_event_loop(anyio_backend: str) -> AsyncIterator[None]:
+    # An async fixture wider than one test keeps AnyIO's test runner, and its event loop, open
+    # until the fixture ends: every test runs in that loop.
+    yield
+    for engine in engines.values():
+        await engine.dispose()  # in the loop its connections belong to
+
+
+@pytest.fixture(params=list(engines))
+def engine(request: pytest.FixtureRequest) -> AsyncEngine:
+    return engines[request.param]
+
+
+@pytest.mark.anyio
+async def test_first(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        assert await connection.scalar(text("SELECT 1")) == 1
+
+
+@pytest.mark.anyio
+async def test_second(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        assert await connection.scalar(text("SELECT 2")) == 2
