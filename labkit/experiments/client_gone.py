@@ -110,7 +110,7 @@ class Notes:
         self.began: dict[int, float] = {}
         self.ended: dict[int, float] = {}
         self.answered: dict[int, float] = {}
-        """When each client had its answer (where it waited for one), by user id."""
+        """When the server began sending each answer, by user id."""
         self.began_again = 0
         """Sessions that began a second transaction: a request's session begins one, unless
         something closed it and the route used it again (a new checkout nobody gives back)."""
@@ -581,14 +581,15 @@ class Abandoned:
 
     @property
     def answered_while_route_ran(self) -> int:
-        """Requests whose client had its answer before the route's code had ended."""
+        """Requests whose answer the server began to send before their route had ended (of
+        those whose route ran, and whose client waited for an answer)."""
         notes = self.notes
         return sum(
-            key not in notes.ended or notes.answered[key] < notes.ended[key]
-            for key in notes.answered
+            notes.answered[key] < notes.ended[key] for key in notes.answered if key in notes.ended
         )
 
     def row(self) -> dict[str, object]:
+        """The table's row: who gave up, and what each part saw and left behind."""
         return {
             "route": self.setup.route,
             "driver": self.driver,
@@ -605,6 +606,7 @@ class Abandoned:
             "after dispose": "-"
             if self.backends_after_dispose is None
             else self.backends_after_dispose,
+            "server log": _counts(self.log) or "nothing",
         }
 
 
@@ -621,7 +623,6 @@ async def _one_batch(
 
     async def ask(key: int) -> None:
         response = await client.get(path.format(key))
-        notes.answered[key] = time.perf_counter()
         answers[str(response.status_code)] += 1
 
     tasks = [asyncio.create_task(ask(key)) for key in keys]
@@ -681,10 +682,15 @@ async def _until_done(stage: "Stage", notes: Notes, keys: range) -> None:
 class Stage:
     """An ASGI app that hands every request to the app on stage now: one uvicorn server serves
     several apps in turn, without a start and a stop for each (a stop alone waits up to 0.1 s
-    for uvicorn's main loop to notice). The apps on stage have no lifespan of their own."""
+    for uvicorn's main loop to notice). The apps on stage have no lifespan of their own.
+
+    It counts the requests in flight, and notes in the stage's `notes` when the server began
+    sending each answer (by the user id in its path), on the clock the routes note on.
+    """
 
     def __init__(self) -> None:
         self.app: ASGIApp | None = None
+        self.notes: Notes | None = None
         self.in_flight = 0
         """Requests whose ASGI call has not returned: once it has, FastAPI has run the
         dependencies' exit code too."""
@@ -696,11 +702,19 @@ class Stage:
                 await send({"type": f"{message['type']}.complete"})
                 if message["type"] == "lifespan.shutdown":
                     return
-        if self.app is None:
+        if self.app is None or self.notes is None:
             raise RuntimeError("no app on stage")
+        notes = self.notes
+        key = int(scope["path"].split("/")[-2])  # /.../users/{user_id}/posts
+
+        async def noting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                notes.answered[key] = time.perf_counter()
+            await send(message)
+
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, noting_send)
         finally:
             self.in_flight -= 1
 
@@ -787,6 +801,7 @@ async def abandon(
         )
         with watching_pool(engine) as fates, server_log() as log, listening(session_events):
             stage.app = client_gone_app(database, notes, time_limit_s, setup.cancel_by)
+            stage.notes = notes
             limits = httpx.Limits(max_keepalive_connections=0)  # a connection per request
             async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
                 with log.uvicorn():
