@@ -45,7 +45,9 @@ dependencies at runtime.
 """
 
 import asyncio
+import builtins
 import gc
+import itertools
 import logging
 import re
 import threading
@@ -53,12 +55,14 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import httpx
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, status
@@ -72,6 +76,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..instrumented.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from ..instruments.events import listening
+from ..instruments.finishing import RequestGroup
 from ..instruments.probes import collect_log, until
 from ..servers.postgres import libpq_url
 from ..servers.uvicorn import serving
@@ -83,14 +88,12 @@ RETURNED = "returned"
 
 
 def exception_name(exc: BaseException) -> str:
-    """The exception's class name, with its module where the name alone would mislead
+    """The exception's class name, with its module where the name alone would be a built-in's
     (SQLAlchemy's pool ``TimeoutError`` is not the built-in one)."""
-    module = type(exc).__module__
-    return (
-        type(exc).__name__
-        if module in ("builtins", "asyncio.exceptions")
-        else (f"{module}.{type(exc).__name__}")
-    )
+    name = type(exc).__name__
+    if getattr(builtins, name, type(exc)) is type(exc):
+        return name
+    return f"{type(exc).__module__}.{name}"
 
 
 class Notes:
@@ -457,7 +460,10 @@ def server_log() -> Iterator[ServerLog]:
         finally:
             log.keep("sqlalchemy", sqlalchemy_log)
             log.keep("asyncio", asyncio_log)
-            gc.collect()
+            # Generations 0 and 1 hold everything made while the collector was paused
+            # (`abandon`): nothing was promoted meanwhile. A full collection of a kernel's
+            # heap would take a good part of a second.
+            gc.collect(1)
             log.keep("sqlalchemy", sqlalchemy_log)
             log.keep("asyncio", asyncio_log)
             for warning in warned:
@@ -594,9 +600,9 @@ class Abandoned:
             "route": self.setup.route,
             "driver": self.driver,
             "who gives up": self.setup.who_gives_up(self.time_limit_s),
-            "answers": _counts(self.answers),
-            "route saw": _counts(self.notes.route + self.never_ran),
-            "exit saw": _counts(self.notes.exit),
+            "answers": in_words(self.answers),
+            "route saw": in_words(self.notes.route + self.never_ran),
+            "exit saw": in_words(self.notes.exit),
             "returned": self.fates.returned,
             "invalidated": sum(self.fates.invalidated.values()),
             "checked out": self.checked_out,
@@ -606,11 +612,12 @@ class Abandoned:
             "after dispose": "-"
             if self.backends_after_dispose is None
             else self.backends_after_dispose,
-            "server log": _counts(self.log) or "nothing",
+            "server log": in_words(self.log) or "nothing",
         }
 
 
-def _counts(counter: Counter[str]) -> str:
+def in_words(counter: Counter[str]) -> str:
+    """A count per name, most first: "25 returned, 25 TimeoutError"."""
     return ", ".join(f"{count} {name}" for name, count in counter.most_common())
 
 
@@ -652,12 +659,13 @@ async def warm(database: SyncDatabase | AsyncDatabase, connections: int) -> None
         return
     engine = database.engine
 
-    def check_out_and_back() -> None:
-        held = [engine.connect() for _ in range(connections)]
+    def connect_all() -> None:
+        with ThreadPoolExecutor(max_workers=connections) as threads:  # in parallel
+            held = list(threads.map(lambda _: engine.connect(), range(connections)))
         for connection in held:
             connection.close()
 
-    await asyncio.to_thread(check_out_and_back)
+    await asyncio.to_thread(connect_all)
 
 
 async def _until_done(stage: "Stage", notes: Notes, keys: range) -> None:
@@ -686,11 +694,18 @@ class Stage:
 
     It counts the requests in flight, and notes in the stage's `notes` when the server began
     sending each answer (by the user id in its path), on the clock the routes note on.
+
+    Each request runs in `requests`, an AnyIO task group kept open while the stage serves. A
+    uvicorn process runs its server in AnyIO's root task, and AnyIO keeps its worker threads
+    for reuse while that task lives; under a Jupyter kernel, a request in a bare task would be
+    its own root and start a worker thread of its own, slower than a server would be
+    (labkit.instruments.finishing tells the whole story).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, requests: RequestGroup) -> None:
         self.app: ASGIApp | None = None
         self.notes: Notes | None = None
+        self.requests = requests
         self.in_flight = 0
         """Requests whose ASGI call has not returned: once it has, FastAPI has run the
         dependencies' exit code too."""
@@ -714,9 +729,13 @@ class Stage:
 
         self.in_flight += 1
         try:
-            await self.app(scope, receive, noting_send)
+            await self.requests.start(scope, receive, noting_send, self.app)
         finally:
             self.in_flight -= 1
+
+
+_setup_numbers = itertools.count(1)
+"""Numbers the setups this process has served, so that no two share an ``application_name``."""
 
 
 async def abandon_each(
@@ -728,12 +747,19 @@ async def abandon_each(
     time_limit_s: float,
     application_name: str = "lab client gone",
 ) -> list[Abandoned]:
-    """`abandon` each setup in turn, served by one uvicorn server (`Stage`); on PostgreSQL the
-    connections of setup ``i`` carry `application_name` and ``i``."""
-    stage = Stage()
+    """`abandon` each setup in turn, served by one uvicorn server (`Stage`). On PostgreSQL the
+    connections of each setup carry `application_name` and a number of their own."""
+    group = RequestGroup()
+    stage = Stage(group)
     results = []
-    async with serving(stage) as base:
-        for number, setup in enumerate(setups, 1):
+    async with group.open(), serving(stage) as base:
+        # A server that has served a while has its worker threads: start them now, for the
+        # routes and the sync dependencies' setup, so no request waits for one to start.
+        threads = anyio.to_thread.current_default_thread_limiter().total_tokens
+        await asyncio.gather(
+            *(anyio.to_thread.run_sync(time.sleep, 0.01) for _ in range(min(2 * at_once, threads)))
+        )
+        for setup in setups:
             results.append(
                 await abandon(
                     setup,
@@ -742,7 +768,7 @@ async def abandon_each(
                     at_once=at_once,
                     latency_ms=latency_ms,
                     time_limit_s=time_limit_s,
-                    application_name=f"{application_name} {number}",
+                    application_name=f"{application_name} {next(_setup_numbers)}",
                 )
             )
     return results
