@@ -470,8 +470,17 @@ def server_log() -> Iterator[ServerLog]:
                 log.said[f"{warning.category.__name__}: {_first_line(str(warning.message))}"] += 1
 
 
+_COROUTINE = re.compile(r"coro=<([\w.]+)\(")
+
+
 def _first_line(message: str) -> str:
-    return _ADDRESS.sub("…", message.strip().splitlines()[0] if message.strip() else "")[:120]
+    """The message's first line, addresses masked; for asyncio's word on a task, the task's
+    coroutine too (its next line names it)."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    coroutine = _COROUTINE.search(message)
+    if coroutine:
+        first += f" ({coroutine.group(1)})"
+    return _ADDRESS.sub("…", first)[:160]
 
 
 def server_backends(url: URL, application_name: str) -> int:
@@ -752,7 +761,12 @@ async def abandon_each(
     group = RequestGroup()
     stage = Stage(group)
     results = []
-    async with group.open(), serving(stage) as base:
+    limits = httpx.Limits(max_keepalive_connections=0)  # a connection per request
+    async with (
+        group.open(),
+        serving(stage) as base,
+        httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client,
+    ):
         # A server that has served a while has its worker threads: start them now, for the
         # routes and the sync dependencies' setup, so no request waits for one to start.
         threads = anyio.to_thread.current_default_thread_limiter().total_tokens
@@ -763,7 +777,8 @@ async def abandon_each(
             results.append(
                 await abandon(
                     setup,
-                    (stage, base),
+                    stage,
+                    client,
                     requests=requests,
                     at_once=at_once,
                     latency_ms=latency_ms,
@@ -776,7 +791,8 @@ async def abandon_each(
 
 async def abandon(
     setup: Setup,
-    served: tuple[Stage, str],
+    stage: Stage,
+    client: httpx.AsyncClient,
     *,
     requests: int,
     at_once: int,
@@ -784,9 +800,9 @@ async def abandon(
     time_limit_s: float,
     application_name: str,
 ) -> Abandoned:
-    """Put `setup`'s app on the stage `served` (and its base URL) serves, on a fresh engine, and
-    end `requests` requests early, `at_once` at a time, each batch once the app has finished
-    the last.
+    """Put `setup`'s app on `stage`, on a fresh engine, and end `requests` requests early, sent
+    by `client` (one connection each), `at_once` at a time, each batch once the app has
+    finished the last.
 
     Every statement waits `latency_ms`; `time_limit_s` is the route's or the middleware's
     limit, where one of them gives up. The pool holds `at_once` connections (no overflow), so
@@ -797,7 +813,6 @@ async def abandon(
     PostgreSQL the engine's connections carry `application_name`, so that only its backends
     are counted. The engine is disposed at the end.
     """
-    stage, base = served
     options = EngineOptions(
         latency_ms=latency_ms,
         pool_size=at_once,
@@ -828,17 +843,15 @@ async def abandon(
         with watching_pool(engine) as fates, server_log() as log, listening(session_events):
             stage.app = client_gone_app(database, notes, time_limit_s, setup.cancel_by)
             stage.notes = notes
-            limits = httpx.Limits(max_keepalive_connections=0)  # a connection per request
-            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
-                with log.uvicorn():
-                    for first in range(1, requests + 1, at_once):
-                        keys = range(first, min(first + at_once, requests + 1))
-                        if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
-                            fates.counting = False
-                            await warm(database, len(keys))
-                            fates.counting = True
-                        in_time &= await _one_batch(client, setup, notes, keys, answers)
-                        await _until_done(stage, notes, keys)
+            with log.uvicorn():
+                for first in range(1, requests + 1, at_once):
+                    keys = range(first, min(first + at_once, requests + 1))
+                    if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
+                        fates.counting = False
+                        await warm(database, len(keys))
+                        fates.counting = True
+                    in_time &= await _one_batch(client, setup, notes, keys, answers)
+                    await _until_done(stage, notes, keys)
             stage.app = None
             checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
             pooled = engine.pool.checkedin()  # type: ignore[attr-defined]
