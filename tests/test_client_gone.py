@@ -42,6 +42,12 @@ def test_a_def_route_cancelled_the_asyncio_way_is_refused_on_sqlite() -> None:
     Setup("def", SQLITE, "middleware, anyio")  # waits for the thread: allowed
 
 
+@pytest.mark.anyio
+async def test_a_time_limit_that_would_strike_no_statement_is_refused() -> None:
+    with pytest.raises(ValueError, match="between one statement's wait and two"):
+        await abandon_each([], requests=1, at_once=1, latency_ms=30.0, time_limit_s=0.1)
+
+
 def test_a_pool_timeout_is_not_mistaken_for_the_built_in_one() -> None:
     assert exception_name(TimeoutError()) == "TimeoutError"
     assert exception_name(PoolTimeoutError()) == "sqlalchemy.exc.TimeoutError"

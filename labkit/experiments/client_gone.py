@@ -30,6 +30,9 @@ What decides the outcome, in the pinned versions (checked in their source):
   (``Connection._handle_dbapi_exception``): the connection is invalidated, closed with the
   driver's ``terminate()``, which force-closes it if its graceful close is cancelled too
   (``AsyncAdapt_terminate``, ``Pool._close_connection``), and its pool slot is given back.
+  With aiosqlite, the polite close given up on stays pending for good (it waits for the worker
+  thread the force-close stopped), and asyncio logs "Task was destroyed but it is pending!"
+  when the collector frees it.
   ``AsyncSession.__aexit__`` runs ``close()`` to completion in a task of its own
   (``_run_to_completion``).
 - FastAPI 0.165: an ``async`` ``yield`` dependency's exit runs in a shielded AnyIO scope
@@ -757,7 +760,20 @@ async def abandon_each(
     application_name: str = "lab client gone",
 ) -> list[Abandoned]:
     """`abandon` each setup in turn, served by one uvicorn server (`Stage`). On PostgreSQL the
-    connections of each setup carry `application_name` and a number of their own."""
+    connections of each setup carry `application_name` and a number of their own.
+
+    The route runs two statements, each waiting `latency_ms`: a time limit must fall after the
+    first has begun and before the second has ended, or it would strike nothing (or strike
+    while a connection is still being opened), so `time_limit_s` must lie between the two.
+    """
+    if not latency_ms / 1000 < time_limit_s < 2 * latency_ms / 1000:
+        raise ValueError(
+            f"time_limit_s={time_limit_s:g} must lie between one statement's wait and two"
+            f" ({latency_ms / 1000:g} s and {2 * latency_ms / 1000:g} s), so that it strikes"
+            " while the route waits on its second statement"
+        )
+    if requests < 1 or at_once < 1:
+        raise ValueError(f"requests={requests} and at_once={at_once} must be at least 1")
     group = RequestGroup()
     stage = Stage(group)
     results = []
