@@ -1,5 +1,5 @@
-"""Two async tests on an engine made when this file is imported: one engine per async driver
-named in `TEST_ASYNC_URLS` (space-separated URLs)."""
+"""Two async tests on an engine made in each test's own event loop: one engine per async driver
+named in `TEST_ASYNC_URLS` (space-separated URLs), disposed when the test ends."""
 
 import os
 from collections.abc import AsyncIterator
