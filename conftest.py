@@ -24,9 +24,9 @@ import pytest
 from nbval.plugin import IPyNbCell
 from sqlalchemy.engine import make_url
 
-from labkit.scratch import selected_backend
-from labkit.servers.pgbouncer import pgbouncer_if_any
-from labkit.servers.postgres import (
+from labkit.infra.notebook_database import selected_backend
+from labkit.infra.pgbouncer import pgbouncer_if_any
+from labkit.infra.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
     drop_database,

@@ -34,19 +34,19 @@ import httpx
 from sqlalchemy.engine import URL, make_url
 from tqdm.auto import tqdm
 
-from . import binder_badge as binder
-from .display.frames import as_text
-from .experiments.grid import calibrate, run_grid
-from .experiments.load import run_load
-from .experiments.model import ANYIO_THREADS
-from .experiments.probe import ProbeError, import_app, probe
-from .experiments.results import Tabular
-from .experiments.setups import SETUPS
-from .instrumented.databases import EngineOptions
-from .servers.uvicorn import LOOPBACK
-from .servers.workers import ServeSettings
-from .servers.workers import serve as serve_workers
-from .settings import fresh_sqlite_url, safe_url
+from labkit.app.databases import EngineOptions
+from labkit.app.serve import ServeSettings
+from labkit.app.serve import serve as serve_workers
+from labkit.bench.grid import calibrate, run_grid
+from labkit.bench.load import run_load
+from labkit.bench.model import ANYIO_THREADS
+from labkit.bench.results import Tabular
+from labkit.bench.setups import SETUPS
+from labkit.display.frames import as_text
+from labkit.infra import binder_badge as binder
+from labkit.infra.uvicorn import LOOPBACK
+from labkit.probe.sweep import ProbeError, import_app, probe
+from labkit.settings import fresh_sqlite_url, safe_url
 
 
 def _numbers(text: str, kind: type = int) -> list[Any]:

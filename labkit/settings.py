@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from .shop.config import DEFAULT_SQLITE_FILE, async_url, database_url
+from labkit.shop.config import DEFAULT_SQLITE_FILE, async_url, database_url
 
 DATA_DIR = DEFAULT_SQLITE_FILE.parent
 """The lab's data folder: the seed CSV files (committed) and SQLite files (created on demand)."""

@@ -16,9 +16,11 @@ from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from support import database_of_own, postgres_or_skip
 
-from labkit import EngineOptions, create_app, lab_client
-from labkit.scratch import selected_backend
-from labkit.servers.postgres import PostgresServer
+from labkit.app.client import lab_client
+from labkit.app.create import create_app
+from labkit.app.databases import EngineOptions
+from labkit.infra.notebook_database import selected_backend
+from labkit.infra.postgres import PostgresServer
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What labkit's tests share, beside conftest's fixtures (which are built on it): a database of a
 test's own on either backend, the lab's PostgreSQL server or a skip (a failure under
 LAB_REQUIRE_POSTGRES), what an app or a database still holds after its requests, and a
-`jupyter lab` of a test's own. Built on `labkit.servers.postgres`, as the notebooks are.
+`jupyter lab` of a test's own. Built on `labkit.infra.postgres`, as the notebooks are.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import websocket
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
-from labkit import AsyncDatabase, SyncDatabase, sqlite_url
-from labkit.scratch import BACKENDS
-from labkit.servers.ports import LOOPBACK, free_port
-from labkit.servers.postgres import (
+from labkit.app.databases import AsyncDatabase, SyncDatabase
+from labkit.infra.notebook_database import BACKENDS
+from labkit.infra.ports import LOOPBACK, free_port
+from labkit.infra.postgres import (
     REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
@@ -37,6 +37,7 @@ from labkit.servers.postgres import (
     run_admin,
     scratch_database,
 )
+from labkit.settings import sqlite_url
 
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 """Run a test (or a module, as ``pytestmark``) once per backend, whatever `DATABASE_URL` says:

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labkit import SETUPS, sqlite_url
 from labkit.__main__ import is_loopback, main
-from labkit.servers.uvicorn import drive_elsewhere, served
+from labkit.bench.setups import SETUPS
+from labkit.infra.uvicorn import drive_elsewhere, served
+from labkit.settings import sqlite_url
 
 
 @pytest.mark.slow

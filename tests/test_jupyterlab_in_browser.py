@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 from support import JupyterLab, jupyter_lab
 
-from labkit.scratch import selected_backend
+from labkit.infra.notebook_database import selected_backend
 
 try:
     from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
@@ -250,7 +250,7 @@ def test_notebook_05_redraws_the_model_when_a_slider_moves(
 DOCS_NOTEBOOK = "open_the_docs.ipynb"
 DOCS_CELLS = [
     "from labkit import sqlite_url\n"
-    "from labkit.servers.for_browser import serve_for_browser\n"
+    "from labkit.infra.for_browser import serve_for_browser\n"
     'docs_server = serve_for_browser(sqlite_url("docs.db"), latency_ms=5)\n'
     "docs_server.docs",
     "docs_server.stop()",

@@ -24,11 +24,11 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from sqlalchemy.engine import URL
 
-from ..experiments.grid import Grid, run_grid
-from ..experiments.model import ANYIO_THREADS, ThroughputModel
-from ..experiments.setups import SETUPS
-from ..instrumented.databases import EngineOptions
-from .plots import colour
+from labkit.app.databases import EngineOptions
+from labkit.bench.grid import Grid, run_grid
+from labkit.bench.model import ANYIO_THREADS, ThroughputModel
+from labkit.bench.setups import SETUPS
+from labkit.display.plots import colour
 
 FIGURE_INCHES, DPI = (7, 3.8), 90
 """The figure's size: shown at its own pixels, 630 x 342, in the widget as in the stored PNG."""

@@ -18,15 +18,15 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from ..experiments.grid import Grid
-from ..experiments.results import LoadResult, by_setup
-from ..experiments.setups import setup_named
+from labkit.bench.grid import Grid
+from labkit.bench.results import LoadResult, by_setup
+from labkit.bench.setups import setup_named
 
 OTHER_COLOURS = {"health": "tab:gray"}
 
 
 def colour(setup: str) -> str:
-    """A setup's colour (labkit.experiments.setups); ``/health`` grey, any other path purple."""
+    """A setup's colour (labkit.bench.setups); ``/health`` grey, any other path purple."""
     try:
         return setup_named(setup).colour
     except ValueError:

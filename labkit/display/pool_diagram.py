@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
-from ..instruments.statements import pool_capacity
+from labkit.instruments.statements import pool_capacity
 
 CHECKED_OUT = "tab:orange"
 IDLE = "tab:green"

@@ -1,1 +1,2 @@
-"""What the lab attaches to an app from outside: its own copy of the learner's app, or anyone's."""
+"""What the lab attaches from outside to any app: the session ledger, simulated latency,
+``Server-Timing``, loop-lag, pool and thread gauges, SQL capture."""

@@ -19,8 +19,8 @@ started it for is alive, and where no task runs the loop's ``run_until_complete`
 kernel runs its loop with ``run_forever``), it takes as root the top of the current AnyIO task
 tree. A request in a bare ``asyncio`` task would be its own root: a worker thread started and
 stopped for every request to a ``def`` route or a sync dependency, a fraction of a millisecond
-more per request (labkit.experiments.thread_reuse measures it; notebook 05 prints its share of
-``s``). In the group, the root is the task that
+more per request (`labkit.lessons.concurrency.thread_reuse` measures it; notebook 05 prints
+its share of ``s``). In the group, the root is the task that
 opened it, which lives as long as the app.
 """
 

@@ -18,7 +18,7 @@ ROLLBACK a session sends when it closes, in the timeline of a request's steps),
 
 Two ways to attach it:
 
-- `add_latency(engine, ms)`: one engine the lab built, for good (labkit.instrumented);
+- `add_latency(engine, ms)`: one engine the lab built, for good (labkit.app);
 - `latency_everywhere(ms)`: every engine in the process, for a ``with`` block, through
   SQLAlchemy's class-level events (on `Engine` and `Pool`). That reaches engines someone else
   created, at import time or later, without a reference to any of them: ``python -m labkit
@@ -43,7 +43,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import AdaptedConnection
 from sqlalchemy.pool import Pool
 
-from .events import Listener, listening
+from labkit.instruments.events import Listener, listening
 
 _SLEEP_REGISTERED = "labkit_sleep"
 """Key in a pooled DBAPI connection's ``info``: ``lab_sleep`` is registered on it."""

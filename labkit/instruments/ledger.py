@@ -6,7 +6,7 @@ that count themselves in `ledger` when they open and close, and log both (logger
 ledger's label names the setup in the log ("sync session 1 opened", "async session 1 opened"):
 without it, a log of both setups would show two different "session 1". The learner's code is
 unchanged: the lab swaps its factory in through ``app.dependency_overrides`` (see
-labkit.instrumented).
+labkit.app).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .events import Listener, listening
+from labkit.instruments.events import Listener, listening
 
 PLACEHOLDER = re.compile(r"\?|%\(\w+\)s|\$\d+")
 """A bound parameter as each driver takes it: ``?`` (sqlite3), ``%(name)s`` (psycopg), ``$1``

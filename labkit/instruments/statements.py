@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.pool import Pool, QueuePool
 
-from .events import listening
+from labkit.instruments.events import listening
 
 
 def pool_capacity(pool: Pool) -> int | None:

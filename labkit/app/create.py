@@ -1,0 +1,114 @@
+"""`create_app()`: the learner's app (labkit.shop.main), copied, with the lab's instruments on.
+
+The copy has the learner's routes, error handlers and ``/health``, unchanged. What the lab adds
+comes from outside, the way FastAPI lets anyone change an app it did not write:
+
+- ``app.dependency_overrides``: `get_db` and `get_async_db` give sessions from a `SyncDatabase`
+  and an `AsyncDatabase` on the lab's database, with its options and a session ledger;
+- middleware added after the fact: ``Server-Timing`` and `FinishEveryRequest`;
+- API docs served from installed files, not a CDN (`copy_of`);
+- its own lifespan: tables created and seeded, AnyIO's thread limit set, the requests' task
+  group open, engines disposed.
+
+Each call makes a new copy, so a notebook can run several, with other options, side by side.
+The app runs in the notebook's own process (driven through `httpx.ASGITransport`), so a learner
+can time it, probe its event loop and inspect its pools from the next cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from sqlalchemy.engine import URL
+
+from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
+from labkit.app.seed import create_and_seed
+from labkit.instruments.finishing import FinishEveryRequest, RequestGroup
+from labkit.instruments.server_timing import ServerTimingMiddleware
+from labkit.shop import database as shop_database
+from labkit.shop import main as shop_main
+
+
+@asynccontextmanager
+async def thread_limit(threads: int | None) -> AsyncIterator[None]:
+    """Set AnyIO's default thread limiter (40) to `threads` for the block, then put it back.
+
+    The limiter caps how many ``def`` routes and sync dependencies run at once. It belongs to
+    the event loop, and a notebook's loop outlives any one app, hence the restoring.
+    """
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    default_threads = limiter.total_tokens
+    if threads is not None:
+        limiter.total_tokens = threads
+    try:
+        yield
+    finally:
+        limiter.total_tokens = default_threads
+
+
+def copy_of(app: FastAPI) -> FastAPI:
+    """A new app with `app`'s routes, exception handlers and middleware, and overrides of its own.
+
+    Its API docs pages (``/docs``, ``/redoc``) load their scripts from files installed with
+    fastapi-offline, not from a CDN as `app`'s do, so they open on a machine without internet.
+
+    Routers included into another app are re-bound to it, so ``dependency_overrides`` set on the
+    copy reach only the copy. The original's lifespan comes along and is replaced by the caller.
+    """
+    copy = FastAPIOffline(title=app.title)  # its /docs and /redoc first: they hide the app's
+    copy.include_router(app.router)
+    copy.exception_handlers.update(app.exception_handlers)
+    copy.user_middleware = list(app.user_middleware)
+    return copy
+
+
+def create_app(
+    database_url: str | URL | None = None,
+    options: EngineOptions | None = None,
+    *,
+    threads: int | None = None,
+    seed: bool = True,
+) -> FastAPI:
+    """The learner's app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
+
+    `options` (:class:`EngineOptions`): simulated latency per statement, pool size and overflow,
+    pool timeout, pre-ping, echo. Both setups get the same options, so they differ only in how
+    they wait. The blocking and threadpool routes share one sync setup, as one app with one
+    `get_db` does; the async routes have their own engine on the async driver. Tables are
+    created and seeded when the app starts (its lifespan), unless `seed` is False (where
+    worker processes start together, their parent seeds once, before them: two processes
+    creating one table at once collide), and both engines disposed when it stops.
+    `threads` sets AnyIO's thread limit while the app runs (see `thread_limit`).
+
+    Every response carries a ``Server-Timing`` header: database time and total.
+    """
+    options = options or EngineOptions()
+    sync_db = SyncDatabase.create(database_url, options)
+    async_db = AsyncDatabase.create(database_url, options)
+
+    requests = RequestGroup()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if seed:
+            create_and_seed(sync_db.engine)
+        try:
+            async with thread_limit(threads), requests.open():
+                yield
+        finally:
+            sync_db.dispose()
+            await async_db.dispose()
+
+    app = copy_of(shop_main.app)
+    app.router.lifespan_context = lifespan
+    app.dependency_overrides[shop_database.get_db] = sync_db.get_db
+    app.dependency_overrides[shop_database.get_async_db] = async_db.get_async_db
+    app.state.sync_db, app.state.async_db, app.state.engine_options = sync_db, async_db, options
+    app.add_middleware(ServerTimingMiddleware)
+    # Outermost: a client's cancel reaches none of the app.
+    app.add_middleware(FinishEveryRequest, requests=requests)
+    return app

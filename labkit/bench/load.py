@@ -1,0 +1,238 @@
+"""The load driver: N requests at concurrency C against one route of an app.
+
+C asyncio tasks share one `httpx.AsyncClient`: over `httpx.ASGITransport` the app runs in this
+process and this event loop; over a socket, in a server elsewhere. Each task sends its next
+request as soon as its last one is answered, until N have been sent: a *closed* system of C
+clients, the one the model in labkit.bench.model describes. While they run, a lag probe
+asks the loop to wake it every millisecond, and, given the app, the setup's engine is watched
+(statements, connections) and AnyIO's threadpool sampled.
+
+`run_load` returns a `LoadResult`: data only. labkit.display shows it as a table or a plot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from labkit.app.databases import EngineOptions
+from labkit.app.seed import seed_users
+from labkit.bench.results import LoadResult
+from labkit.bench.setups import SETUPS, setup_named
+from labkit.instruments.server_timing import HEADER, parse_server_timing
+from labkit.instruments.watch import (
+    LagProbe,
+    ThreadGauge,
+    poll_health,
+    thread_schedule,
+    watch_engine,
+)
+
+if TYPE_CHECKING:
+    from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
+
+
+def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
+    """The path of request `i`: ``/SETUP/users/{id}`` for a setup, ``/health`` as it is, or any
+    path, where ``{id}`` is replaced by an id from 1 to `ids`, cycling, so every request finds
+    its row. `ids` defaults to the number of seed users; another app has rows of its own."""
+    if setup in SETUPS:
+        template = f"/{setup}/users/{{id}}"
+    elif setup == "health":
+        template = "/health"
+    elif setup.startswith("/"):
+        template = setup
+    else:
+        raise ValueError(f"not a setup ({', '.join(SETUPS)}, health) nor a path: {setup!r}")
+    if "{id}" not in template:
+        return lambda _i: template
+    count = len(seed_users()) if ids is None else ids
+    if count < 1:
+        raise ValueError(f"ids must be at least 1, not {count}")
+    return lambda i: template.replace("{id}", str(i % count + 1))
+
+
+def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
+    """The engine behind a setup's routes in an app from `create_app` (None for other paths)."""
+    if setup not in SETUPS:
+        return None
+    lab = app.state.async_db if setup_named(setup).uses_async_session else app.state.sync_db
+    return lab.engine
+
+
+class _Recorder:
+    """Where the worker tasks put what they saw (all on the event loop: no locks needed)."""
+
+    def __init__(self, progress: tqdm | None) -> None:
+        self.latencies = array("d")
+        self.server_total = array("d")
+        self.server_db = array("d")
+        self.statuses: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.progress = progress
+
+    def response(self, seconds: float, response: httpx.Response) -> None:
+        self.latencies.append(seconds)
+        self.statuses[response.status_code] += 1
+        timing = response.headers.get(HEADER)
+        if timing is not None:
+            metrics = parse_server_timing(timing)
+            self.server_total.append(metrics.get("total", 0.0) / 1000)
+            self.server_db.append(metrics.get("db", 0.0) / 1000)
+        if not response.is_success:
+            self.reasons[f"{response.status_code} {_detail(response)}"] += 1
+        if self.progress is not None:
+            self.progress.update()
+
+    def error(self, exc: Exception) -> None:
+        self.errors[type(exc).__name__] += 1
+        if self.progress is not None:
+            self.progress.update()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:80]
+    return str(body.get("detail", body))[:80] if isinstance(body, dict) else str(body)[:80]
+
+
+async def _send_requests(
+    client: httpx.AsyncClient,
+    path_of: Callable[[int], str],
+    numbers: Iterator[int],
+    stop: asyncio.Event,
+    record: _Recorder,
+) -> None:
+    """One client: send the next request as soon as the last one is answered."""
+    for i in numbers:
+        if stop.is_set():
+            return
+        path = path_of(i)
+        start = time.perf_counter()
+        try:
+            response = await client.get(path)
+        except Exception as exc:  # counted, not raised: a failed request is a measurement
+            record.error(exc)
+        else:
+            record.response(time.perf_counter() - start, response)
+        # A request that never waits (``/health``) would otherwise run all of this client's
+        # requests in one step of the loop: let the other clients and the probes have a turn.
+        await asyncio.sleep(0)
+
+
+async def _drive(
+    client: httpx.AsyncClient,
+    path_of: Callable[[int], str],
+    requests: int,
+    concurrency: int,
+    record: _Recorder,
+) -> None:
+    """Run `concurrency` clients until `requests` were sent.
+
+    If the caller is cancelled, no new request is sent, and the ones in flight are let finish
+    before the cancellation goes on: a request cancelled half-way could leave its session open
+    or its connection checked out, and the next experiment would start on a dirty pool.
+    """
+    numbers = iter(range(requests))  # shared: each request number is taken by one client
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_send_requests(client, path_of, numbers, stop, record))
+        for _ in range(concurrency)
+    ]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait(tasks)  # a second cancel lands here, and `finally` ends the rest
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def run_load(
+    client: httpx.AsyncClient,
+    setup: str,
+    *,
+    requests: int,
+    concurrency: int,
+    app: FastAPI | None = None,
+    warmup: int = 0,
+    health_every_s: float | None = None,
+    lag_interval_s: float = 0.001,
+    progress: tqdm | None = None,
+    ids: int | None = None,
+) -> LoadResult:
+    """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.
+
+    `app`: the lab app behind `client`; given, the setup's engine and AnyIO's threadpool are
+    watched too. `warmup` requests go first, unmeasured, so the pool has its connections.
+    `health_every_s`: also poll ``/health`` that often, to see what the load does to others.
+    `ids`: how many ids ``{id}`` in a path cycles through (see `route_for`).
+    Failures are counted in the result, never raised; cancelling stops sending and lets the
+    requests in flight finish (see `_drive`).
+    """
+    if requests < 1 or concurrency < 1:
+        raise ValueError("requests and concurrency must be at least 1")
+    path_of = route_for(setup, ids)
+    if warmup:
+        await _drive(client, path_of, warmup, min(concurrency, warmup), _Recorder(None))
+    record = _Recorder(progress)
+    gauge = ThreadGauge()
+    engine = engine_for(app, setup) if app is not None else None
+    options: EngineOptions | None = getattr(app.state, "engine_options", None) if app else None
+    stop_health = asyncio.Event()
+    health_task = None
+    with ExitStack() as stack:
+        counts = stack.enter_context(watch_engine(engine)) if engine is not None else None
+        async with LagProbe(lag_interval_s, on_wake=gauge.sample) as lag:
+            if health_every_s is not None:
+                health_task = asyncio.create_task(poll_health(client, health_every_s, stop_health))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            schedule_start = thread_schedule()
+            try:
+                await _drive(client, path_of, requests, concurrency, record)
+            finally:
+                elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
+                schedule_end = thread_schedule()
+                stop_health.set()  # the monitor ends after its current request
+                health = await health_task if health_task is not None else None
+    return LoadResult(
+        setup=setup,
+        concurrency=concurrency,
+        requests=requests,
+        latency_ms=options.latency_ms if options else float("nan"),
+        elapsed_s=elapsed,
+        cpu_s=cpu,
+        loop_busy_s=(
+            sum(schedule_end) - sum(schedule_start)
+            if schedule_start is not None and schedule_end is not None
+            else None
+        ),
+        response_times_s=record.latencies,
+        server_total_s=record.server_total,
+        server_db_s=record.server_db,
+        statuses=record.statuses,
+        errors=record.errors,
+        reasons=record.reasons,
+        lag=lag,
+        health_s=health,
+        engine=counts,
+        peak_threads=gauge.peak,
+        thread_limit=gauge.limit,
+        pool=options.pool_size + options.max_overflow if options else None,
+    )

@@ -1,0 +1,1 @@
+"""``python -m labkit probe module:app``: the bench pointed at an app the lab did not write."""

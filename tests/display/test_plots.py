@@ -1,0 +1,134 @@
+"""The plots: one title each, labelled axes, plain ticks at the measured C, one lag panel per run.
+
+Drawn from hand-made results, so they run in the quick loop without a load run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")  # no display: only the figure objects are inspected
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from labkit.bench.grid import Grid
+from labkit.bench.model import ThroughputModel
+from labkit.bench.results import LoadResult
+from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_throughput
+from labkit.instruments.watch import LagTrace
+
+
+def result(
+    setup: str, concurrency: int, latency_ms: float, elapsed_s: float, wakeups: int
+) -> LoadResult:
+    """A run of `setup` whose probe woke `wakeups` times, evenly, over `elapsed_s`."""
+    times = [elapsed_s * (i + 1) / (wakeups + 1) for i in range(wakeups)]
+    return LoadResult(
+        setup=setup,
+        concurrency=concurrency,
+        requests=100,
+        latency_ms=latency_ms,
+        elapsed_s=elapsed_s,
+        cpu_s=0.1,
+        response_times_s=array("d", [0.05 + i / 1000 for i in range(100)]),
+        server_total_s=array("d"),
+        server_db_s=array("d"),
+        statuses=Counter({200: 100}),
+        errors=Counter(),
+        reasons=Counter(),
+        lag=LagTrace(0.001, array("d", times), array("d", [0.0002 * (i % 7) for i in times])),
+        health_s=array("d", [0.001 + i / 1000 for i in range(20)]),
+    )
+
+
+@pytest.fixture
+def figures() -> Iterator[list[Figure]]:
+    """Figures the test draws, closed after it."""
+    drawn: list[Figure] = []
+    yield drawn
+    for figure in drawn:
+        plt.close(figure)
+
+
+def titles(figure: Figure) -> list[str]:
+    """Every heading the figure shows: its suptitle and each panel's title."""
+    headings = [ax.get_title() for ax in figure.axes]
+    if figure._suptitle is not None:
+        headings.append(figure._suptitle.get_text())
+    return [heading for heading in headings if heading]
+
+
+def grid(latencies: list[float]) -> Grid:
+    model = ThroughputModel({"threadpool": 0.002, "async": 0.002})
+    return Grid(
+        [
+            result(setup, c, latency, 1.0, 100)
+            for latency in latencies
+            for setup in ("threadpool", "async")
+            for c in (1, 5, 15, 50)
+        ],
+        model,
+    )
+
+
+def test_concurrency_axis_has_plain_ticks_at_the_measured_clients(figures) -> None:
+    figures.append(figure := plot_throughput(grid([50])))
+    (ax,) = figure.axes
+    figure.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == [1, 5, 15, 50]
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["1", "5", "15", "50"]
+    assert list(ax.xaxis.get_minor_locator()()) == []  # no 2, 3, 4, 20, 30 ... in between
+
+
+def test_every_figure_has_one_title_and_labelled_axes(figures) -> None:
+    runs = [result("blocking", 15, 50, 2.4, 24), result("async", 15, 50, 0.5, 400)]
+    figures += [
+        plot_throughput(grid([50])),
+        plot_throughput(grid([0, 50]), title="Two latencies"),  # one panel per latency
+        plot_throughput(grid([50]), title="PostgreSQL"),
+        plot_latency(runs),
+        plot_health(runs),
+        plot_lag(runs),
+        plot_lag(runs[:1]),
+    ]
+    for figure in figures:
+        assert len(titles(figure)) == 1, titles(figure)
+        for ax in figure.axes:
+            assert ax.get_xlabel()
+        assert figure.axes[0].get_ylabel()  # panels side by side share the first one's
+    assert titles(figures[2]) == ["PostgreSQL"]
+
+
+def test_throughput_panels_name_their_latency(figures) -> None:
+    figures.append(figure := plot_throughput(grid([0, 50])))
+    legends = [ax.get_legend().get_title().get_text() for ax in figure.axes]
+    assert legends == ["L = 0 ms", "L = 50 ms"]
+
+
+def test_lag_runs_of_different_lengths_get_a_panel_each_on_one_lag_axis(figures) -> None:
+    short, long = result("async", 15, 50, 0.5, 400), result("blocking", 15, 50, 2.4, 24)
+    figures.append(figure := plot_lag([long, short]))
+    left, right = figure.axes
+    assert left.get_xlim() == (0, 2.4) and right.get_xlim() == (0, 0.5)  # each its own run
+    assert left.get_ylim() == right.get_ylim()  # one lag scale: heights compare across panels
+    assert left.get_yscale() == "log"
+    names = [ax.get_legend().get_texts()[0].get_text() for ax in (left, right)]
+    assert names[0].startswith("blocking (C=15, L=50 ms)") and "24 wake-ups in 2.4 s" in names[0]
+    assert names[1].startswith("async") and "400 wake-ups in 0.5 s (800 per s)" in names[1]
+
+
+def test_log_axes_read_in_plain_numbers(figures) -> None:
+    figures.append(figure := plot_lag([result("async", 15, 50, 0.5, 400)]))
+    figures.append(latency := plot_latency([result("async", 15, 50, 0.5, 400)]))
+    for axis in (figure.axes[0].yaxis, latency.axes[0].xaxis):
+        figure.canvas.draw()
+        latency.canvas.draw()
+        labels = [tick.get_text() for tick in axis.get_ticklabels() if tick.get_text()]
+        assert labels and not any("10^" in text or "$" in text for text in labels), labels
