@@ -52,7 +52,7 @@ def time_database(engine: Engine) -> None:
     """Add each statement's duration on `engine` (sync, or an async engine's `.sync_engine`).
 
     Engine listeners run in the order they were added (``insert=True`` is not honoured for
-    engine events), so labkit.database adds these before the simulated-latency listener: the
+    engine events), so `labkit.app.databases` adds these before the simulated-latency listener: the
     wait then counts as database time, as a network round trip would.
     """
 

@@ -297,7 +297,7 @@ async def nest_asyncio_cost(
     nest_asyncio patches asyncio for the whole process and for good, so it is applied in a
     process of its own, never in the caller's. The two processes start together, then measure
     a round each in turn, `rounds` times, and each keeps its fastest ``s`` per setup, as
-    `compare_calibrations` does (their first round includes warming up). Before those rounds
+    `labkit.bench.grid.calibrate` does (their first round includes warming up). Before those rounds
     they take `object_turns` turns at `asyncio_object_costs`: an app that has run leaves every
     round of the loop slower by a few microseconds, in both processes, which would blur the
     difference in Task and Future themselves. Each process also reports `asyncio_origins`,

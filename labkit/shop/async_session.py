@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from labkit.shop.database import AsyncSessionDep
-from labkit.shop.models import EmailQuery, User, UserCreate, UserId, UserOut
+from .database import AsyncSessionDep
+from .models import EmailQuery, User, UserCreate, UserId, UserOut
 
 router = APIRouter(prefix="/async", tags=["async: AsyncSession in async def"])
 

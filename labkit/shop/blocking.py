@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from labkit.shop.database import SessionDep
-from labkit.shop.models import EmailQuery, User, UserCreate, UserId, UserOut
+from .database import SessionDep
+from .models import EmailQuery, User, UserCreate, UserId, UserOut
 
 router = APIRouter(prefix="/blocking", tags=["blocking: sync Session in async def"])
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkit.shop.config import async_url, database_url
+from .config import async_url, database_url
 
 SQLITE_TIMEOUT_S = 5.0
 """How long an SQLite writer waits for another's write lock before failing ("database is locked").

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from labkit.shop import async_session, blocking, threadpool
-from labkit.shop.database import async_engine, engine
-from labkit.shop.errors import add_error_handlers
-from labkit.shop.models import Base
+from . import async_session, blocking, threadpool
+from .database import async_engine, engine
+from .errors import add_error_handlers
+from .models import Base
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 A request can end early in two ways. The **client** can leave: a closed browser tab, an
 ``httpx`` timeout, a load balancer giving up. Or the **app** can give up on its own work: a
 time limit around a statement (``asyncio.timeout``), or a timeout middleware that cancels the
-whole request. `abandon_each` serves a small app for each `Setup` under uvicorn, over a real
+whole request. `abandon_each` serves a small app for each `Abandonment` under uvicorn, over a real
 socket, sends requests that wait on the database (each statement waits the simulated latency,
 labkit.instruments.latency), and ends each one early in one of those ways, a batch of requests
 at a time. Then it reports, in an `Abandoned`, what was left behind:
@@ -516,8 +516,8 @@ statements (``async def`` only); or `CancelAfter`, cancelling the asyncio or the
 
 
 @dataclass(frozen=True)
-class Setup:
-    """One way of serving and ending the requests: the route, its database, who gives up."""
+class Abandonment:
+    """One way a request is abandoned: the route, its database, and who gives up."""
 
     route: Literal["def", "async def"]
     url: URL
@@ -568,7 +568,7 @@ class Setup:
 class Abandoned:
     """What one setup's abandoned requests left behind (see the module's docstring)."""
 
-    setup: Setup
+    setup: Abandonment
     driver: str
     requests: int
     answers: Counter[str]
@@ -634,7 +634,7 @@ def in_words(counter: Counter[str]) -> str:
 
 
 async def _one_batch(
-    client: httpx.AsyncClient, setup: Setup, notes: Notes, keys: range, answers: Counter[str]
+    client: httpx.AsyncClient, setup: Abandonment, notes: Notes, keys: range, answers: Counter[str]
 ) -> bool:
     """Send one request per key at once; return whether every client that left did so while
     its route was still waiting on the database."""
@@ -751,7 +751,7 @@ _setup_numbers = itertools.count(1)
 
 
 async def abandon_each(
-    setups: list[Setup],
+    setups: list[Abandonment],
     *,
     requests: int,
     at_once: int,
@@ -806,7 +806,7 @@ async def abandon_each(
 
 
 async def abandon(
-    setup: Setup,
+    setup: Abandonment,
     stage: Stage,
     client: httpx.AsyncClient,
     *,

@@ -12,8 +12,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from labkit.app.databases import SyncDatabase
 from labkit.app.seed import create_and_seed
 from labkit.lessons.lifecycle.client_gone import (
+    Abandonment,
     Notes,
-    Setup,
     abandon_each,
     exception_name,
     in_words,
@@ -32,14 +32,14 @@ def seeded(url: URL) -> URL:
 
 def test_only_the_async_route_has_a_time_limit_of_its_own() -> None:
     with pytest.raises(ValueError, match="only the async def route"):
-        Setup("def", SQLITE, "route")
+        Abandonment("def", SQLITE, "route")
 
 
 def test_a_def_route_cancelled_the_asyncio_way_is_refused_on_sqlite() -> None:
     """It would close a session in one thread while another uses its sqlite3 connection."""
     with pytest.raises(ValueError, match="not on SQLite"):
-        Setup("def", SQLITE, "middleware, asyncio")
-    Setup("def", SQLITE, "middleware, anyio")  # waits for the thread: allowed
+        Abandonment("def", SQLITE, "middleware, asyncio")
+    Abandonment("def", SQLITE, "middleware, anyio")  # waits for the thread: allowed
 
 
 @pytest.mark.anyio
@@ -72,7 +72,7 @@ def test_notes_say_what_reached_the_route_and_the_yield() -> None:
 @pytest.mark.anyio
 async def test_a_client_that_leaves_leaks_nothing(tmp_path) -> None:
     url = seeded(make_url(f"sqlite:///{tmp_path / 'gone.db'}"))
-    results = await abandon_each([Setup("def", url), Setup("async def", url)], **SIZES)
+    results = await abandon_each([Abandonment("def", url), Abandonment("async def", url)], **SIZES)
     for result in results:
         assert result.client_left_in_time
         assert result.answers == {"left": 12}
@@ -85,7 +85,7 @@ async def test_a_client_that_leaves_leaks_nothing(tmp_path) -> None:
 @pytest.mark.anyio
 async def test_a_time_limit_inside_a_statement_invalidates_the_connection(tmp_path) -> None:
     url = seeded(make_url(f"sqlite:///{tmp_path / 'limit.db'}"))
-    (result,) = await abandon_each([Setup("async def", url, "route")], **SIZES)
+    (result,) = await abandon_each([Abandonment("async def", url, "route")], **SIZES)
     assert result.answers == {"504": 12}
     assert result.notes.route == {"CancelledError": 12}
     assert result.fates.invalidated == {"CancelledError": 12} and result.fates.returned == 0
@@ -97,7 +97,10 @@ async def test_cancelling_a_def_route_the_asyncio_way_leaks_and_the_anyio_way_do
     postgres_url: URL,
 ) -> None:
     url = seeded(postgres_url)
-    setups = [Setup("def", url, "middleware, asyncio"), Setup("def", url, "middleware, anyio")]
+    setups = [
+        Abandonment("def", url, "middleware, asyncio"),
+        Abandonment("def", url, "middleware, anyio"),
+    ]
     leaking, waited = await abandon_each(setups, **SIZES)
     assert leaking.checked_out > 0 and leaking.notes.began_again > 0
     assert leaking.checked_out_after_gc == 0  # the cycle collector gives them back
