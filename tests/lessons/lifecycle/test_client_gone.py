@@ -11,13 +11,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from labkit.app.databases import SyncDatabase
 from labkit.app.seed import create_and_seed
-from labkit.lessons.lifecycle.client_gone import (
-    Abandonment,
-    Notes,
-    abandon_each,
-    exception_name,
-    in_words,
-)
+from labkit.lessons.lifecycle.client_gone import Abandonment, abandon_each, in_words
+from labkit.lessons.lifecycle.client_gone_app import Notes, exception_name
 
 SQLITE = make_url("sqlite:///unused.db")
 SIZES = {"requests": 12, "at_once": 6, "latency_ms": 30.0, "time_limit_s": 0.045}
