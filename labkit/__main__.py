@@ -39,9 +39,9 @@ from labkit.app.serve import ServeSettings
 from labkit.app.serve import serve as serve_workers
 from labkit.bench.grid import calibrate, run_grid
 from labkit.bench.load import run_load
-from labkit.bench.model import ANYIO_THREADS
-from labkit.bench.results import Tabular
-from labkit.bench.setups import SETUPS
+from labkit.bench.model import ANYIO_THREADS, ThroughputModel
+from labkit.bench.results import LoadResult, Tabular
+from labkit.bench.setups import SETUPS, Holds, setup_named
 from labkit.display.frames import as_text
 from labkit.infra import binder_badge as binder
 from labkit.infra.uvicorn import LOOPBACK
@@ -214,18 +214,18 @@ async def bench(args: argparse.Namespace) -> int:
         file=out,
     )
     stall = f"each stall lasts --pool-timeout ({args.pool_timeout:g} s) and ends in 503"
-    if "blocking" in args.setups and largest > pool:
-        print(
-            f"note: blocking with C={largest} > pool {pool} can deadlock the event loop inside "
-            f"the pool; {stall}",
-            file=sys.stderr,
-        )
-    if "threadpool" in args.setups and largest >= threads + pool:
-        print(
-            f"note: threadpool with C={largest} >= threads {threads} + pool {pool} can deadlock "
-            f"(answers wait for a thread while holding every connection); {stall}",
-            file=sys.stderr,
-        )
+    limits = ThroughputModel(pool=pool, threads=threads)  # the deadlock rule needs no s
+    for setup in [setup_named(name) for name in args.setups if name in SETUPS]:
+        if not limits.diagnose(setup, largest, max(args.latency) / 1000).may_deadlock:
+            continue
+        if setup.holds is Holds.EVENT_LOOP:
+            why = f"C={largest} > pool {pool} can deadlock the event loop inside the pool"
+        else:
+            why = (
+                f"C={largest} >= threads {threads} + pool {pool} can deadlock (answers wait "
+                f"for a thread while holding every connection)"
+            )
+        print(f"note: {setup.name} with {why}; {stall}", file=sys.stderr)
     modelled = [] if args.no_model else [s for s in args.setups if s in SETUPS]
     model = await calibrate(url, modelled, options=options) if modelled else None
     if model is not None:
@@ -243,13 +243,7 @@ async def bench(args: argparse.Namespace) -> int:
         progress=_progress_bar(),
         options=options,
     )
-    columns = ["setup", "C", "L_ms", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms"]
-    if args.health_every:
-        columns.append("health_p99_ms")
-    columns += ["peak_conns", "new_conns", "peak_threads"]
-    if model is not None:
-        columns += ["model_rps", "vs_model", "limit"]
-    _print_table(grid, columns, out)
+    _print_table(grid, out)
     if args.csv:
         _write_csv(grid, args.csv)
     if args.plot:
@@ -274,8 +268,9 @@ def _progress_bar() -> tqdm:
     return tqdm(unit="request", disable=None, leave=False)
 
 
-def _print_table(result: Tabular, columns: Sequence[str], out: IO[str]) -> None:
-    print(as_text(result.to_frame(), columns), file=out)
+def _print_table(result: Tabular, out: IO[str], columns: Sequence[str] = ()) -> None:
+    """The columns the result's type shows (`Tabular.SHOWN`), unless told which."""
+    print(as_text(result.to_frame(), columns or result.SHOWN or None), file=out)
 
 
 def _write_csv(result: Tabular, target: str) -> None:
@@ -327,14 +322,8 @@ async def drive(args: argparse.Namespace) -> int:
     if args.csv:
         _write_csv(result, args.csv)
     else:
-        _print_table(result, ["setup", "C", "ok", "failed", "rps", "p50_ms", "p99_ms"], sys.stdout)
+        _print_table(result, sys.stdout, LoadResult.FROM_OUTSIDE)
     return 0
-
-
-PROBE_COLUMNS = [
-    *("path", "C", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms", "stmts"),
-    *("peak_conns", "pool", "peak_threads", "loop_held", "C_eff", "limit"),
-]
 
 
 async def probe_app(args: argparse.Namespace) -> int:
@@ -358,7 +347,7 @@ async def probe_app(args: argparse.Namespace) -> int:
         ids=args.ids,
         progress=_progress_bar(),
     )
-    _print_table(report, PROBE_COLUMNS, out)
+    _print_table(report, out)
     for sentence in report.verdicts():
         print(textwrap.fill(sentence, 100, initial_indent="\n", subsequent_indent="  "), file=out)
     if report.unsupported:

@@ -1,10 +1,11 @@
 """Experiments of many load runs: a grid of setups x concurrency x latency, and calibration.
 
 `calibrate` measures each setup's CPU time per request, the model's one input; `run_grid` runs
-every point on a fresh instrumented app per latency and returns a `Grid` of `LoadResult`s with
-the model to judge them by; `take_turns` runs things in alternating rounds, so a busy second on
-a shared machine slows every run alike; `Grid.off_the_model` names the points far from the
-model's bound, either way, which `run_grid(recheck=...)` measures again, keeping the median run.
+every point on a fresh instrumented app per latency and returns a `GridResult` of `LoadResult`s
+with the model to judge them by; `take_turns` runs things in alternating rounds, so a busy
+second on a shared machine slows every run alike; `GridResult.off_the_model` names the points
+far from the model's bound, either way, which `run_grid(recheck=...)` measures again, keeping
+the median run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from labkit.app.databases import EngineOptions
 from labkit.bench.load import run_load
 from labkit.bench.model import ANYIO_THREADS, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular, merge
-from labkit.bench.setups import SETUPS
+from labkit.bench.setups import SETUPS, setup_named
 
 if TYPE_CHECKING:
     from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
@@ -46,8 +47,10 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
-class Grid(Tabular):
+class GridResult(Tabular):
     """Many `LoadResult`s (setups x concurrency x latency) and the model to judge them by."""
+
+    SHOWN = (*LoadResult.SHOWN, "model_rps", "vs_model", "limit")
 
     results: list[LoadResult] = field(default_factory=list)
     model: ThroughputModel | None = None
@@ -100,11 +103,12 @@ class Grid(Tabular):
             row = result.row()
             if self.model is not None:
                 modelled = result.setup in self.model.cpu_s
-                bound = self.model_rps(result)
-                row["model_rps"] = bound
+                row["model_rps"] = self.model_rps(result)
                 row["vs_model"] = self.vs_model(result) if modelled else float("nan")
                 row["limit"] = (
-                    self.model.limit(result.setup, result.concurrency, result.latency_ms / 1000)
+                    self.model.diagnose(
+                        setup_named(result.setup), result.concurrency, result.latency_ms / 1000
+                    ).limit
                     if modelled
                     else "-"
                 )
@@ -194,7 +198,7 @@ async def run_grid(
     options: EngineOptions | None = None,
     recheck: int = 0,
     say: Callable[[str], None] = print,
-) -> Grid:
+) -> GridResult:
     """Every setup at every concurrency and latency, on one app per latency.
 
     `options` are the engines' (pool size, ...); their `latency_ms` is each latency in turn.
@@ -211,10 +215,10 @@ async def run_grid(
     With `rounds` > 1 each point is run in that many slices, the setups taking turns, and the
     slices merged (see `take_turns`).
 
-    With `recheck` > 0, the points off the model (`Grid.off_the_model`, either side of its bound)
-    are measured `recheck` more times, and the grid keeps each one's median run (2 gives the
-    median of three). `say` gets one line saying which points, each run's share of the bound,
-    and the one kept; `Grid.remeasured` keeps every run.
+    With `recheck` > 0, the points off the model (`GridResult.off_the_model`, either side of its
+    bound) are measured `recheck` more times, and the grid keeps each one's median run (2 gives
+    the median of three). `say` gets one line saying which points, each run's share of the bound,
+    and the one kept; `GridResult.remeasured` keeps every run.
     """
     options = options or EngineOptions()
     per_setup = (
@@ -222,7 +226,7 @@ async def run_grid(
         if isinstance(concurrencies, Mapping)
         else {s: list(concurrencies) for s in setups}
     )
-    grid = Grid()
+    grid = GridResult()
     if model is not None:
         grid.model = model.with_limits(pool=options.pool, threads=threads or ANYIO_THREADS)
     count = _requests_for(grid.model, requests, seconds, least, per_client)
@@ -294,7 +298,7 @@ def median_run(runs: Sequence[LoadResult]) -> LoadResult:
     return sorted(runs, key=lambda run: run.throughput)[(len(runs) - 1) // 2]
 
 
-def _remeasured_line(grid: Grid, recheck: int) -> str:
+def _remeasured_line(grid: GridResult, recheck: int) -> str:
     """What `run_grid` did about the points off the model, and what each one's runs gave."""
     points = "; ".join(
         f"{setup} C={c} L={latency:g} ms at "

@@ -25,14 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
-from labkit.bench.setups import Holds, setup_named
+from labkit.bench.setups import Holds, Setup, setup_named
 
 ANYIO_THREADS = 40
 """AnyIO's default thread limiter: how many ``def`` routes run at once unless told otherwise."""
 
 DEFAULT_POOL = 5 + 10
 """SQLAlchemy's `QueuePool` default: ``pool_size=5`` plus ``max_overflow=10``."""
+
+Limit = Literal["cpu", "event loop", "pool", "threads", "clients"]
+"""What binds a setup's throughput: the CPU's bound ``1 / s``, or what caps ``C_eff``: the
+event loop (the blocking setup), the pool, the worker threads, or the clients themselves."""
 
 
 @dataclass(frozen=True)
@@ -65,38 +70,76 @@ class ThroughputModel:
         c_eff = self.effective_concurrency(setup, concurrency)
         return min(c_eff / (latency_s + s), 1 / s)
 
-    def response_time(self, setup: str, concurrency: int, latency_s: float) -> float:
-        """Little's law for a closed system with no think time: ``R = C / X`` seconds."""
-        return concurrency / self.throughput(setup, concurrency, latency_s)
+    def diagnose(self, setup: Setup, clients: int, latency_s: float) -> Diagnosis:
+        """What the model says of `setup` at `clients` clients, each request waiting `latency_s`
+        on the database: every rule of the model, asked in one place (see `Diagnosis`)."""
+        return Diagnosis(self, setup, clients, latency_s)
 
-    def limit(self, setup: str, concurrency: int, latency_s: float) -> str:
-        """Which bound binds: ``cpu``, ``event loop``, ``pool``, ``threads`` or ``clients``."""
-        s = self.cpu_s[setup]
-        c_eff = self.effective_concurrency(setup, concurrency)
-        if 1 / s <= c_eff / (latency_s + s):
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The model at one point: `setup` with `clients` clients, each request waiting `latency_s`
+    on the database. Each property is one of the model's rules, written only here and worked
+    out when asked: the deadlock risk needs neither ``s`` nor ``L``, so a model without CPU
+    times (``ThroughputModel(pool=..., threads=...)``) can answer it."""
+
+    model: ThroughputModel
+    setup: Setup
+    clients: int
+    latency_s: float
+
+    @property
+    def c_eff(self) -> int:
+        """How many of the clients' requests can wait on the database at the same time."""
+        return self.model.effective_concurrency(self.setup.name, self.clients)
+
+    @property
+    def bound(self) -> float:
+        """Requests per second at most: ``min(C_eff / (L + s), 1 / s)``."""
+        return self.model.throughput(self.setup.name, self.clients, self.latency_s)
+
+    @property
+    def response_time_s(self) -> float:
+        """Little's law for a closed system with no think time: ``R = C / X`` seconds."""
+        return self.clients / self.bound
+
+    @property
+    def limit(self) -> Limit:
+        """Which bound binds: the CPU's, else what caps ``C_eff`` here."""
+        s = self.model.cpu_s[self.setup.name]
+        c_eff = self.c_eff
+        if 1 / s <= c_eff / (self.latency_s + s):
             return "cpu"
-        holds = setup_named(setup).holds
-        if holds is Holds.EVENT_LOOP:
+        if self.setup.holds is Holds.EVENT_LOOP:
             return "event loop"
-        if c_eff == concurrency:
+        if c_eff == self.clients:
             return "clients"
-        if holds is Holds.THREAD_AND_CONNECTION and self.threads < min(concurrency, self.pool):
+        pool, threads = self.model.pool, self.model.threads
+        if self.setup.holds is Holds.THREAD_AND_CONNECTION and threads < min(self.clients, pool):
             return "threads"
         return "pool"
 
-    def may_deadlock(self, setup: str, concurrency: int) -> bool:
+    @property
+    def cpu_knee(self) -> float:
+        """The ``C_eff`` where the two bounds meet, ``C_eff / (L + s) = 1 / s``: from there on
+        the CPU binds, however many requests the setup lets wait at once."""
+        s = self.model.cpu_s[self.setup.name]
+        return (self.latency_s + s) / s
+
+    @property
+    def knee(self) -> float:
+        """The concurrency where throughput stops growing with C: the first limit reached, the
+        most requests the setup lets wait at once or `cpu_knee`."""
+        cap = self.setup.cap(threads=self.model.threads, pool=self.model.pool)
+        return min(cap, self.cpu_knee)
+
+    @property
+    def may_deadlock(self) -> bool:
         """Where a sync setup can get stuck until ``pool_timeout``, which no bound describes:
         the blocking setup with more clients than connections, the threadpool setup with
         ``threads + pool`` or more (notebook 05 shows both). The async setup only queues."""
-        holds = setup_named(setup).holds
-        if holds is Holds.EVENT_LOOP:
-            return concurrency > self.pool
-        if holds is Holds.THREAD_AND_CONNECTION:
-            return concurrency >= self.threads + self.pool
+        if self.setup.holds is Holds.EVENT_LOOP:
+            return self.clients > self.model.pool
+        if self.setup.holds is Holds.THREAD_AND_CONNECTION:
+            return self.clients >= self.model.threads + self.model.pool
         return False
-
-    def knee(self, setup: str, latency_s: float) -> float:
-        """The concurrency where throughput stops growing with C: the first limit reached."""
-        s = self.cpu_s[setup]
-        cap = setup_named(setup).cap(threads=self.threads, pool=self.pool)
-        return min(cap, (latency_s + s) / s)  # (L + s) / s: where C / (L + s) = 1 / s

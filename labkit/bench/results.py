@@ -10,7 +10,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +29,14 @@ def ms_percentile(values: Sequence[float], q: float) -> float:
 
 
 class Tabular:
-    """A result that gives its measurements as rows (a dict per row, every row the same keys)."""
+    """A result that gives its measurements as rows (a dict per row, every row the same keys).
+
+    Each result type declares its columns once: every one in `rows`, the order and the names
+    of a CSV file's; and in `SHOWN` the few a table in a terminal shows, in order, of those its
+    rows have (a run without ``/health`` polling has no ``health_*`` columns). Empty: all.
+    """
+
+    SHOWN: ClassVar[tuple[str, ...]] = ()
 
     def rows(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -87,6 +94,22 @@ class LoadResult(Answers, Tabular):
     Latencies are client-side (from sending to the full answer) for every response, whatever
     its status; `server_total_s` and `server_db_s` come from each response's ``Server-Timing``.
     """
+
+    SHOWN = (
+        *("setup", "C", "L_ms", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms"),
+        *("health_p99_ms", "peak_conns", "new_conns", "peak_threads"),
+    )
+    FROM_OUTSIDE: ClassVar[tuple[str, ...]] = (
+        "setup",
+        "C",
+        "ok",
+        "failed",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+    )
+    """What a run over a socket shows (``python -m labkit drive``): the clients' own view. The
+    lag, the threads and the CPU are then the driver's process's, not the server's."""
 
     setup: str
     concurrency: int
@@ -203,7 +226,7 @@ class LoadResult(Answers, Tabular):
         return row
 
     def rows(self) -> list[dict[str, Any]]:
-        """The run as a list of one row, as `Grid.rows` gives many."""
+        """The run as a list of one row, as `GridResult.rows` gives many."""
         return [self.row()]
 
 

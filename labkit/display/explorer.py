@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import URL
 
 from labkit.app.databases import EngineOptions
-from labkit.bench.grid import Grid, run_grid
-from labkit.bench.model import ANYIO_THREADS, ThroughputModel
-from labkit.bench.setups import SETUPS
+from labkit.bench.grid import GridResult, run_grid
+from labkit.bench.model import ANYIO_THREADS, Diagnosis, Limit, ThroughputModel
+from labkit.bench.setups import SETUPS, setup_named
 from labkit.display.plots import colour
 
 FIGURE_INCHES, DPI = (7, 3.8), 90
@@ -38,8 +38,8 @@ LINE_STYLES = {"blocking": "-", "threadpool": "--", "async": ":"}
 
 
 @dataclass(frozen=True)
-class ModelPoint:
-    """The model's inputs: one point a learner chooses with the sliders."""
+class ExplorerPoint:
+    """A point of the explorer: the model's inputs, as a learner sets them with the sliders."""
 
     latency_ms: float = 20.0
     cpu_ms: float = 1.0
@@ -56,17 +56,18 @@ class ModelPoint:
             threads=self.threads,
         )
 
+    def diagnose(self, setup: str, clients: int | None = None) -> Diagnosis:
+        """The model's `Diagnosis` of `setup` at this point (at `clients`, if given)."""
+        chosen = self.clients if clients is None else clients
+        return self.model().diagnose(setup_named(setup), chosen, self.latency_ms / 1000)
+
     def bound(self, setup: str, clients: int | None = None) -> float:
         """Requests per second the model allows `setup` at this point (at `clients`, if given)."""
-        chosen = self.clients if clients is None else clients
-        return self.model().throughput(setup, chosen, self.latency_ms / 1000)
+        return self.diagnose(setup, clients).bound
 
-    def limit(self, setup: str) -> str:
+    def limit(self, setup: str) -> Limit:
         """What binds `setup` at this point: cpu, event loop, pool, threads or clients."""
-        return self.model().limit(setup, self.clients, self.latency_ms / 1000)
-
-    def may_deadlock(self, setup: str) -> bool:
-        return self.model().may_deadlock(setup, self.clients)
+        return self.diagnose(setup).limit
 
     def limits_key(self) -> tuple[float, int, int, int]:
         """What a measurement depends on (`s` and the clients are the model's, not the app's)."""
@@ -77,7 +78,7 @@ class ModelPoint:
 class Measured:
     """One setup measured at one point: where its dot goes."""
 
-    point: ModelPoint
+    point: ExplorerPoint
     setup: str
     rps: float
 
@@ -98,10 +99,10 @@ SLIDERS: dict[str, tuple[str, type[widgets.ValueWidget], dict[str, Any]]] = {
     "threads": ("threads", widgets.IntSlider, {"min": 1, "max": 80}),
     "clients": ("clients", widgets.IntSlider, {"min": 1, "max": 100}),
 }
-"""Each input of `ModelPoint`: its label, its slider, and the slider's range."""
+"""Each input of `ExplorerPoint`: its label, its slider, and the slider's range."""
 
 
-def draw(point: ModelPoint, measured: Iterable[Measured] = ()) -> Figure:
+def draw(point: ExplorerPoint, measured: Iterable[Measured] = ()) -> Figure:
     """The three setups' bounds against the number of clients, the chosen clients marked, and
     the dots measured at this point's L, pool and threads."""
     fig = Figure(figsize=FIGURE_INCHES, layout="constrained")
@@ -138,7 +139,7 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def summary(point: ModelPoint) -> str:
+def summary(point: ExplorerPoint) -> str:
     """The bounds at the chosen point in words: the explorer's text form."""
     lines = [
         f"At C = {point.clients}, L = {point.latency_ms:g} ms, s = {point.cpu_ms:g} ms, "
@@ -161,7 +162,7 @@ class ModelExplorer:
     def __init__(
         self,
         database_url: URL | str | None = None,
-        start: ModelPoint = ModelPoint(),
+        start: ExplorerPoint = ExplorerPoint(),
         seconds: float = 0.5,
     ) -> None:
         self.database_url = database_url
@@ -198,21 +199,21 @@ class ModelExplorer:
         )
 
     @property
-    def point(self) -> ModelPoint:
+    def point(self) -> ExplorerPoint:
         """The point the sliders show now."""
-        return ModelPoint(**{field: slider.value for field, slider in self.sliders.items()})
+        return ExplorerPoint(**{field: slider.value for field, slider in self.sliders.items()})
 
     def redraw(self) -> None:
         point = self.point
         self.image.value = png(draw(point, self.measured))
         self.limits.value = self._limits_html(point)
 
-    def _limits_html(self, point: ModelPoint, note: str = "") -> str:
+    def _limits_html(self, point: ExplorerPoint, note: str = "") -> str:
         rows = "".join(
             f"<tr><td style='color:{to_hex(colour(setup))}'>{setup}</td>"
             f"<td style='text-align:right'>{point.bound(setup):,.0f}/s</td>"
             f"<td>{escape(point.limit(setup))}</td>"
-            f"<td>{'can deadlock' if point.may_deadlock(setup) else ''}</td></tr>"
+            f"<td>{'can deadlock' if point.diagnose(setup).may_deadlock else ''}</td></tr>"
             for setup in SETUPS
         )
         head = "<tr><th>setup</th><th>bound</th><th>binds</th><th></th></tr>"
@@ -238,7 +239,7 @@ class ModelExplorer:
         found = [Measured(point, result.setup, result.throughput) for result in grid]
         self.measured += found
         self.redraw()
-        skipped = [setup for setup in SETUPS if point.may_deadlock(setup)]
+        skipped = [setup for setup in SETUPS if point.diagnose(setup).may_deadlock]
         self.limits.value = self._limits_html(
             point,
             "measured: "
@@ -248,11 +249,11 @@ class ModelExplorer:
         )
         return found
 
-    async def _run(self, point: ModelPoint) -> Grid:
+    async def _run(self, point: ExplorerPoint) -> GridResult:
         options = EngineOptions(pool_size=point.pool_size, max_overflow=point.max_overflow)
         return await run_grid(
             self.database_url,
-            [setup for setup in SETUPS if not point.may_deadlock(setup)],
+            [setup for setup in SETUPS if not point.diagnose(setup).may_deadlock],
             [point.clients],
             [point.latency_ms],
             seconds=self.seconds,
@@ -271,11 +272,11 @@ class ModelExplorer:
 
 
 def explore_model(database_url: URL | str | None = None, **start: Any) -> ModelExplorer:
-    """The model explorer, starting from `ModelPoint`'s values or those given by name
+    """The model explorer, starting from `ExplorerPoint`'s values or those given by name
     (``explore_model(url, latency_ms=50, clients=15)``)."""
-    unknown = set(start) - set(asdict(ModelPoint()))
+    unknown = set(start) - set(asdict(ExplorerPoint()))
     if unknown:
         raise TypeError(
             f"no model input {', '.join(sorted(unknown))}: choose from {', '.join(SLIDERS)}"
         )
-    return ModelExplorer(database_url, replace(ModelPoint(), **start))
+    return ModelExplorer(database_url, replace(ExplorerPoint(), **start))

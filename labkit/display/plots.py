@@ -18,7 +18,7 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from labkit.bench.grid import Grid
+from labkit.bench.grid import GridResult
 from labkit.bench.results import LoadResult, by_setup
 from labkit.bench.setups import setup_named
 
@@ -72,7 +72,7 @@ def _ecdf(ax: Axes, seconds: Sequence[float], **style: object) -> None:
     ax.step(values, shares, where="post", **style)  # type: ignore[arg-type]
 
 
-def plot_throughput(grid: Grid, title: str | None = None) -> Figure:
+def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
     """Measured requests per second against C, one panel per latency, the model's bound dashed.
 
     Each panel's legend names its latency; `title` (by default what the figure shows) is the
@@ -201,7 +201,7 @@ def plot_health(results: Sequence[LoadResult], title: str = "/health while loade
 
 def plot_workers(rows: Sequence[dict], title: str = "Throughput against workers") -> Figure:
     """Measured requests per second (bars) and the model's bound (a dash on each bar), one
-    group per simulated latency, one bar per number of workers (`workers_rows`' rows)."""
+    group per simulated latency, one bar per number of workers (`WorkersResult.rows`)."""
     latencies = sorted({row["L_ms"] for row in rows})
     workers = sorted({row["workers"] for row in rows})
     fig, ax = plt.subplots(figsize=(7, 3.6))

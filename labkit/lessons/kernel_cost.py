@@ -248,7 +248,7 @@ async def asyncio_object_costs(count: int = OBJECTS_TIMED) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class NestAsyncioCost(Tabular):
+class KernelCostResult(Tabular):
     """What `nest_asyncio_cost` found in its two processes, named by their `RUNNERS`."""
 
     calibrations: Calibrations
@@ -290,7 +290,7 @@ async def nest_asyncio_cost(
     object_turns: int = OBJECT_TURNS,
     options: EngineOptions | None = None,
     python: str = sys.executable,
-) -> NestAsyncioCost:
+) -> KernelCostResult:
     """Each setup's ``s`` in a fresh process under ``asyncio.run``, and in one where it runs as
     a notebook cell's ``nest_asyncio.apply(); asyncio.run(...)`` would run it.
 
@@ -328,7 +328,7 @@ async def nest_asyncio_cost(
             for runner, process in processes.items():
                 calibrations.keep_fastest(runner, await process.calibrate())
         origins = {runner: await process.asyncio_origins() for runner, process in processes.items()}
-    return NestAsyncioCost(calibrations, origins, object_costs)
+    return KernelCostResult(calibrations, origins, object_costs)
 
 
 async def _answer_lines(measure: Callable[[], Awaitable[ThroughputModel]]) -> None:

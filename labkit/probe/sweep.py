@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import gc
 import importlib
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI
 from sqlalchemy.pool import QueuePool
 
 from labkit.app.client import lab_client
 from labkit.bench.load import run_load
+from labkit.bench.model import Diagnosis, Limit, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular
-from labkit.bench.setups import ASYNC, BLOCKING, THREADPOOL, Setup
+from labkit.bench.setups import ASYNC, BLOCKING, THREADPOOL, Holds, Setup
 from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, pool_capacity, watch_statement_threads
 from labkit.instruments.watch import EngineCounts, watch_engine
@@ -121,12 +123,17 @@ class ProbePoint:
             return BLOCKING
         return THREADPOOL if self.uses_threads else ASYNC
 
+    def model(self, cpu_s: float) -> ThroughputModel:
+        """The model with this point's limits, its setup taking `cpu_s` per request: its pools'
+        size (as many as its clients where unlimited or unseen), AnyIO's thread limit."""
+        pool = self.pool if self.pool is not None else self.concurrency
+        threads = int(self.result.thread_limit)
+        return ThroughputModel({self.setup.name: cpu_s}, pool=pool, threads=threads)
+
     @property
     def c_eff(self) -> int:
         """The model's ``C_eff``: how many of the clients' requests can wait on the database."""
-        pool = self.pool if self.pool is not None else self.concurrency
-        threads = int(self.result.thread_limit)
-        return self.setup.effective_concurrency(self.concurrency, threads=threads, pool=pool)
+        return self.model(math.nan).effective_concurrency(self.setup.name, self.concurrency)
 
 
 def cpu_per_request_s(points: Sequence[ProbePoint]) -> float:
@@ -135,19 +142,29 @@ def cpu_per_request_s(points: Sequence[ProbePoint]) -> float:
     return points[0].result.cpu_ms / 1000
 
 
-def knee(points: Sequence[ProbePoint]) -> float:
-    """The ``C_eff`` where the model's two bounds meet: ``C_eff / (L + s) = 1 / s``.
+def diagnose(
+    point: ProbePoint, points: Sequence[ProbePoint], clients: int | None = None
+) -> Diagnosis:
+    """The model of labkit.bench.model at `point` (or at `clients` clients with its limits).
 
-    ``L + s``, a request's time with ``C_eff`` requests in progress, is read from the first
-    point as ``C_eff / throughput`` (true while that point is below the CPU's bound).
+    Its setup, pool and thread limit are the point's (`ProbePoint.model`); ``s`` is the path's
+    (`cpu_per_request_s`); ``L``, each request's wait, is read from the path's first point as
+    ``C_eff / throughput - s`` (true while that point is below the CPU's bound). Both are NaN
+    where that point had no answer or no CPU time, and so is every rule that needs them.
     """
     first, s = points[0], cpu_per_request_s(points)
-    if not first.result.ok or not s > 0:
-        return float("nan")
-    return first.c_eff / first.result.throughput / s
+    measured = first.result.ok > 0 and s > 0
+    wait_s = first.c_eff / first.result.throughput - s if measured else math.nan
+    model = point.model(s if measured else math.nan)
+    return model.diagnose(point.setup, point.concurrency if clients is None else clients, wait_s)
 
 
-def limit_of(point: ProbePoint, points: Sequence[ProbePoint]) -> str:
+ProbeLimit = Limit | Literal["failed", "other"]
+"""What held a probed point back: one of the model's limits, or no answer at all, or something
+the probe does not see."""
+
+
+def limit_of(point: ProbePoint, points: Sequence[ProbePoint]) -> ProbeLimit:
     """What held `point` back, from its measurements and its path's first (fewest clients) point.
 
     First what was busy most of the run: the event loop inside sync database calls, or the
@@ -155,7 +172,7 @@ def limit_of(point: ProbePoint, points: Sequence[ProbePoint]) -> str:
     so full pools say nothing then). Then the model's ``C_eff`` limits: the pool, then the
     threads (a thread waiting for a connection is busy too, so a full pool also fills the
     threads). Then, if throughput kept up with the clients, the clients; if it did not and the
-    model's knee is near, the CPU; else something the probe does not see.
+    model's `Diagnosis.cpu_knee` is near, the CPU; else something the probe does not see.
     """
     first, result = points[0], point.result
     if result.ok == 0:
@@ -172,7 +189,7 @@ def limit_of(point: ProbePoint, points: Sequence[ProbePoint]) -> str:
         return "threads"
     if point is first or _growth(first, point) >= SCALING * point.concurrency / first.concurrency:
         return "clients"
-    if point.c_eff >= knee(points) / 2:
+    if point.c_eff >= diagnose(point, points).cpu_knee / 2:
         return "cpu"
     return "other"
 
@@ -184,44 +201,17 @@ def _growth(first: ProbePoint, point: ProbePoint) -> float:
 def verdict(points: Sequence[ProbePoint]) -> str:
     """One sentence for one path: what holds it back at its most clients, and what to change."""
     first, top = points[0], points[-1]
-    path, c, result = top.path, top.concurrency, top.result
+    c, result = top.concurrency, top.result
     grew = (
         f"throughput x{_growth(first, top):.1f} from C={first.concurrency} to C={c}"
         if top is not first
         else f"C={c} only"
     )
     limit = limit_of(top, points)
-    cpu_s, hold_s = cpu_per_request_s(points), top.conns.mean_hold_s
     if limit == "failed":
         reasons = result.reasons.most_common(1) or result.errors.most_common(1)
         reason = reasons[0][0] if reasons else "no answer"
-        return f"{path}: no request succeeded ({reason}): fix that first (the path? --ids?)."
-    pool = top.pool or 0  # every limit's sentence is built; only its own is said
-    pool_rps = pool / hold_s if hold_s > 0 else float("nan")
-    one_core_rps = 1 / cpu_s if cpu_s > 0 else float("nan")
-    sentence = {
-        "event loop": f"the event loop: its database calls ran on the loop's thread through a "
-        f"sync driver ({top.loop_db_share:.0%} of the run at C={c}, lag p99 "
-        f"{result.lag_p99_ms:.0f} ms), so requests took turns ({grew}). Make the route `def`, "
-        f"or use an AsyncSession on an async driver.",
-        "pool": f"the pool: all {pool} of its connections were checked out at C={c}, each for "
-        f"{hold_s * 1000:.0f} ms on average (until the session closed), which serves at most "
-        f"{pool_rps:.0f} requests a second ({grew}). Raise pool_size + max_overflow (within "
-        f"what the database accepts), or hold connections for less time.",
-        "threads": f"the threads: all {result.thread_limit:g} of AnyIO's worker threads were "
-        f"busy at C={c} ({grew}). Raise AnyIO's thread limit, or make the route `async def` "
-        f"with an AsyncSession.",
-        "cpu": f"the CPU: {cpu_s * 1000:.1f} ms of it per request (the load driver's share "
-        f"included) lets one core serve about {one_core_rps:.0f} requests a second, the model's "
-        f"knee is near C={knee(points):.0f}, and the process was busy {top.cpu_share:.0%} of a "
-        f"core at C={c} ({grew}). More clients will not help; do less work per request, or "
-        f"run more worker processes.",
-        "clients": f"nothing but the clients: throughput kept up with them ({grew}). Give "
-        f"--concurrency larger values to find where it stops.",
-        "other": f"not the event loop, the pool, the threads or this process's CPU (busy "
-        f"{top.cpu_share:.0%} of a core) as measured, yet {grew}: look for a lock (SQLite "
-        f"lets one writer in at a time) or another service the route waits on.",
-    }[limit]
+        return f"{top.path}: no request succeeded ({reason}): fix that first (the path? --ids?)."
     notes = []
     if limit != "event loop" and top.statements.held_loop:
         notes.append(
@@ -234,39 +224,93 @@ def verdict(points: Sequence[ProbePoint]) -> str:
         notes.append(f"All {result.thread_limit:g} worker threads were busy at once, too.")
     if result.failed:
         notes.append(f"{result.failed} of {result.requests} requests at C={c} failed.")
-    return " ".join([f"{path}: held back by {sentence}", *notes])
+    held_back = _held_back_by(limit, top, points, grew)
+    return " ".join([f"{top.path}: held back by {held_back}", *notes])
+
+
+def _held_back_by(
+    limit: ProbeLimit, top: ProbePoint, points: Sequence[ProbePoint], grew: str
+) -> str:
+    """The verdict's sentence for `limit` at the path's last point, `top`."""
+    c, result = top.concurrency, top.result
+    if limit == "event loop":
+        return (
+            f"the event loop: its database calls ran on the loop's thread through a sync driver "
+            f"({top.loop_db_share:.0%} of the run at C={c}, lag p99 {result.lag_p99_ms:.0f} ms), "
+            f"so requests took turns ({grew}). Make the route `def`, or use an AsyncSession on "
+            f"an async driver."
+        )
+    if limit == "pool":
+        hold_s = top.conns.mean_hold_s
+        pool_rps = top.pool / hold_s if top.pool and hold_s > 0 else float("nan")
+        return (
+            f"the pool: all {top.pool} of its connections were checked out at C={c}, each for "
+            f"{hold_s * 1000:.0f} ms on average (until the session closed), which serves at "
+            f"most {pool_rps:.0f} requests a second ({grew}). Raise pool_size + max_overflow "
+            f"(within what the database accepts), or hold connections for less time."
+        )
+    if limit == "threads":
+        return (
+            f"the threads: all {result.thread_limit:g} of AnyIO's worker threads were busy at "
+            f"C={c} ({grew}). Raise AnyIO's thread limit, or make the route `async def` with an "
+            f"AsyncSession."
+        )
+    if limit == "cpu":
+        cpu_s = cpu_per_request_s(points)
+        one_core_rps = 1 / cpu_s if cpu_s > 0 else float("nan")
+        return (
+            f"the CPU: {cpu_s * 1000:.1f} ms of it per request (the load driver's share "
+            f"included) lets one core serve about {one_core_rps:.0f} requests a second, the "
+            f"model's CPU knee is near C_eff={diagnose(top, points).cpu_knee:.0f}, and the "
+            f"process was busy {top.cpu_share:.0%} of a core at C={c} ({grew}). More clients will "
+            f"not help; do less work per request, or run more worker processes."
+        )
+    if limit == "clients":
+        return (
+            f"nothing but the clients: throughput kept up with them ({grew}). Give "
+            f"--concurrency larger values to find where it stops."
+        )
+    return (
+        f"not the event loop, the pool, the threads or this process's CPU (busy "
+        f"{top.cpu_share:.0%} of a core) as measured, yet {grew}: look for a lock (SQLite "
+        f"lets one writer in at a time) or another service the route waits on."
+    )
 
 
 def stall(points: Sequence[ProbePoint], concurrency: int) -> str | None:
     """Why `concurrency` clients would stall this path in its pool (None if they would not).
 
-    Notebook 05's two deadlocks, told from the path's points so far: past the pool's size, a
-    route holding the loop waits on the loop for a connection only the loop could give back;
-    from ``threads + pool`` requests, a ``def`` route's threads all wait for connections whose
-    sessions wait for a thread to close them. Each stall lasts the pool's timeout, and recurs.
+    Notebook 05's two deadlocks (`Diagnosis.may_deadlock`), told from the path's last point so
+    far: past the pool's size, a route holding the loop waits on the loop for a connection only
+    the loop could give back; from ``threads + pool`` requests, a ``def`` route's threads all
+    wait for connections whose sessions wait for a thread to close them. Each stall lasts the
+    pool's timeout, and recurs.
     """
     last = points[-1] if points else None
-    if last is None or last.pool is None:
+    if last is None or last.pool is None or not diagnose(last, points, concurrency).may_deadlock:
         return None
     pool, threads = last.pool, last.result.thread_limit
     timeout = max(p.timeout() for p in last.statements.pools.values() if isinstance(p, QueuePool))
     wait = f"each stall lasts the pool's timeout ({timeout:g} s) and ends in an error"
-    if last.statements.held_loop and concurrency > pool:
+    if last.setup.holds is Holds.EVENT_LOOP:
         return (
             f"C={concurrency} not run: more requests than the pool's {pool} connections, on a "
             f"route that holds the event loop, wait for connections only the loop frees; {wait}"
         )
-    if last.uses_threads and concurrency >= threads + pool:
-        return (
-            f"C={concurrency} not run: {threads:g} threads + {pool} connections in flight can "
-            f"leave every thread waiting for a connection, each held for a thread; {wait}"
-        )
-    return None
+    return (
+        f"C={concurrency} not run: {threads:g} threads + {pool} connections in flight can "
+        f"leave every thread waiting for a connection, each held for a thread; {wait}"
+    )
 
 
 @dataclass
-class ProbeReport(Tabular):
+class ProbeResult(Tabular):
     """Every point of a probe, in the order run (path by path, concurrency rising)."""
+
+    SHOWN = (
+        *("path", "C", "ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms", "stmts"),
+        *("peak_conns", "pool", "peak_threads", "loop_held", "C_eff", "limit"),
+    )
 
     points: list[ProbePoint] = field(default_factory=list)
     latency_ms: float = 0.0
@@ -339,7 +383,7 @@ async def probe(
     per_client: int = 3,
     warmup: int = 10,
     progress: tqdm | None = None,
-) -> ProbeReport:
+) -> ProbeResult:
     """Load each of `paths` (GET) at each of `concurrencies` through `app`'s own lifespan.
 
     `latency_ms` is added to every statement on every engine, from after startup (a lifespan
@@ -351,7 +395,7 @@ async def probe(
     under a server. Points where the path would stall in its pool are skipped (`stall`).
     """
     concurrencies = sorted(set(concurrencies))
-    report = ProbeReport(latency_ms=latency_ms)
+    report = ProbeResult(latency_ms=latency_ms)
     counts = {c: max(requests, per_client * c) for c in concurrencies}
     if progress is not None:
         progress.reset(total=len(paths) * sum(counts.values()))

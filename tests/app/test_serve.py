@@ -23,7 +23,7 @@ from labkit.bench.setups import SETUPS
 from labkit.bench.socket_load import SocketLoad
 from labkit.infra.postgres import libpq_url
 from labkit.infra.uvicorn import Server, served
-from labkit.lessons.workers.throughput import CpuUse, WorkersModel, WorkersPoint, cpu_used
+from labkit.lessons.workers.throughput import CpuUse, WorkersBound, WorkersPoint, cpu_used
 from labkit.settings import sqlite_url
 
 PREFIX = "lab worker "
@@ -119,13 +119,13 @@ def point(workers: int, latency_ms: float, ok: int, server_s: float) -> WorkersP
     return WorkersPoint(workers, latency_ms, load, CpuUse(server_s, server_s, 1.0))
 
 
-def test_the_workers_model_takes_the_cheapest_run_at_zero_latency() -> None:
+def test_the_workers_bound_takes_the_cheapest_run_at_zero_latency() -> None:
     runs = [point(1, 0, 364, 0.99), point(1, 10, 130, 0.43), point(2, 0, 1028, 1.70)]
-    model = WorkersModel.calibrated(runs, pool=2)
+    model = WorkersBound.calibrated(runs, pool=2)
     assert model.s == pytest.approx(1.70 / 1028)  # two workers spent less per request than one
     assert model.throughput([18, 14], 0) == pytest.approx(min(2, model.cores) / model.s)
     with pytest.raises(ValueError, match="a run at L = 0"):
-        WorkersModel.calibrated(runs[1:2], pool=2)
+        WorkersBound.calibrated(runs[1:2], pool=2)
 
 
 BUSY = """

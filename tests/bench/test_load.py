@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from labkit.app.client import lab_client
 from labkit.app.databases import EngineOptions
-from labkit.bench.grid import Grid, calibrate, run_grid
+from labkit.bench.grid import GridResult, calibrate, run_grid
 from labkit.bench.load import route_for, run_load
 from labkit.bench.model import ThroughputModel
 from labkit.bench.results import LoadResult
@@ -277,7 +277,7 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
         options=EngineOptions(pool_size=3, max_overflow=1),
         progress=(bar := tqdm(file=io.StringIO())),
     )
-    assert isinstance(grid, Grid) and len(grid) == 8
+    assert isinstance(grid, GridResult) and len(grid) == 8
     assert bar.n == bar.total == sum(r.requests for r in grid)  # every request, one step each
     assert grid.model is not None and grid.model.pool == 4
     point = grid.get("threadpool", 2, 5)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from labkit.bench.setups import SETUPS
-from labkit.display.explorer import ModelExplorer, ModelPoint, explore_model, summary
+from labkit.display.explorer import ExplorerPoint, ModelExplorer, explore_model, summary
 
 PNG = b"\x89PNG"
 
@@ -21,7 +21,7 @@ def test_moving_a_slider_draws_the_figure_again_and_names_the_new_limit() -> Non
     explorer.sliders["latency_ms"].value = 50
     explorer.sliders["pool_size"].value = 60
     explorer.sliders["threads"].value = 10
-    assert explorer.point == ModelPoint(latency_ms=50, pool_size=60, threads=10)
+    assert explorer.point == ExplorerPoint(latency_ms=50, pool_size=60, threads=10)
     assert explorer.point.limit("threadpool") == "threads"
     assert explorer.point.limit("async") == "clients"
     assert explorer.image.value != first and explorer.limits.value != limits
@@ -34,7 +34,7 @@ def test_without_widgets_it_shows_the_starting_figure_and_a_summary() -> None:
     bundle = explorer._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.view.model_id
     assert base64.b64decode(bundle["image/png"]).startswith(PNG)
-    assert bundle["text/plain"] == summary(ModelPoint(latency_ms=50, clients=15))
+    assert bundle["text/plain"] == summary(ExplorerPoint(latency_ms=50, clients=15))
     lines = bundle["text/plain"].splitlines()
     assert lines[0] == "At C = 15, L = 50 ms, s = 1 ms, pool 5 + 10, 40 threads:"
     assert lines[1].split() == [
@@ -60,7 +60,7 @@ def test_the_explorer_says_which_inputs_it_knows_and_needs_a_database_to_measure
 
 @pytest.mark.slow
 def test_the_button_measures_each_setup_that_cannot_deadlock_there(db_url: URL) -> None:
-    start = ModelPoint(latency_ms=2, pool_size=2, max_overflow=0, clients=4)
+    start = ExplorerPoint(latency_ms=2, pool_size=2, max_overflow=0, clients=4)
     explorer = ModelExplorer(db_url, start, seconds=0.1)
     before = explorer.image.value
     dots = explorer.measure()  # 4 clients, 2 connections: the blocking setup could deadlock

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # no display: only the figure objects are inspected
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from labkit.bench.grid import Grid
+from labkit.bench.grid import GridResult
 from labkit.bench.model import ThroughputModel
 from labkit.bench.results import LoadResult
 from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_throughput
@@ -64,9 +64,9 @@ def titles(figure: Figure) -> list[str]:
     return [heading for heading in headings if heading]
 
 
-def grid(latencies: list[float]) -> Grid:
+def grid(latencies: list[float]) -> GridResult:
     model = ThroughputModel({"threadpool": 0.002, "async": 0.002})
-    return Grid(
+    return GridResult(
         [
             result(setup, c, latency, 1.0, 100)
             for latency in latencies

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import subprocess
 import sys
@@ -28,7 +29,16 @@ from labkit.bench.results import LoadResult
 from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, watch_statement_threads
 from labkit.instruments.watch import EngineCounts, LagTrace, watch_engine
-from labkit.probe.sweep import ProbeError, ProbePoint, import_app, limit_of, probe
+from labkit.probe.sweep import (
+    ProbeError,
+    ProbePoint,
+    diagnose,
+    import_app,
+    limit_of,
+    probe,
+    stall,
+    verdict,
+)
 from labkit.settings import async_url, database_url
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -234,3 +244,36 @@ def test_each_limit_is_told_from_what_was_measured(top: dict[str, float], limit:
 def test_throughput_that_keeps_up_with_the_clients_is_limited_by_them() -> None:
     points = [_point(1, 45), _point(10, 400)]
     assert limit_of(points[1], points) == "clients"
+
+
+def test_flat_throughput_near_the_models_cpu_knee_is_the_cpus() -> None:
+    """At C=1, 45 rps on 11 ms of CPU each: the wait is 11 ms too, so the model's CPU knee is
+    at C_eff 2; at C=80 nothing is full and the process is busy half of a core, yet flat."""
+    engine = create_engine("sqlite://", poolclass=QueuePool, pool_size=15, max_overflow=0)
+    first = _point(1, 45, cpu=0.5, pool=engine.pool)
+    top = _point(80, 50, cpu=0.5, conns=10, pool=engine.pool)
+    assert diagnose(top, [first, top]).cpu_knee == pytest.approx(2)
+    assert limit_of(top, [first, top]) == "cpu"
+    said = verdict([first, top])
+    assert "held back by the CPU" in said and "CPU knee is near C_eff=2" in said
+    engine.dispose()
+    quick = _point(1, 45, cpu=0.005)  # 0.1 ms of CPU per request: the knee near 200
+    assert limit_of(top, [quick, top]) == "other"
+
+
+def test_a_path_whose_first_point_failed_has_no_model() -> None:
+    failed, top = _point(1, 0), _point(10, 40)
+    assert math.isnan(diagnose(top, [failed, top]).cpu_knee)
+    assert limit_of(top, [failed, top]) == "other"
+
+
+def test_a_def_route_is_not_run_from_threads_plus_pool_clients() -> None:
+    """The model's deadlock rule for a route on worker threads: from 40 threads + 15
+    connections; a route on neither, never."""
+    engine = create_engine("sqlite://", poolclass=QueuePool, pool_size=15, max_overflow=0)
+    threaded = [_point(1, 45, threads=1, pool=engine.pool)]
+    assert stall(threaded, 54) is None
+    why = stall(threaded, 55)
+    assert why is not None and "40 threads + 15 connections" in why
+    assert stall([_point(1, 45, pool=engine.pool)], 1000) is None  # async: it only queues
+    engine.dispose()

@@ -32,6 +32,8 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import URL
 
+from labkit.bench.model import Limit, ThroughputModel
+from labkit.bench.results import Tabular
 from labkit.bench.socket_load import SocketLoad, socket_load
 from labkit.infra.uvicorn import served
 
@@ -52,20 +54,25 @@ def available_cores() -> int:
 
 
 @dataclass(frozen=True)
-class WorkersModel:
-    """The bounds for W workers, from `s`, a worker's CPU per request in the runs at L = 0.
+class WorkersBound:
+    """labkit.bench.model's `ThroughputModel` over W workers: the async setup's waiting line
+    for each process, on its own pool, added up, and the CPU's line over the cores the
+    processes may use. Not a second model: `model` (``s`` and the pool) and its ``C_eff`` rule
+    are the one model's; what this adds is the clients' split, and the cores.
 
-    A bound is given the clients each worker serves (`split`): a keep-alive connection stays
-    with the worker that accepted it, and the kernel does not deal them out evenly.
+    Looser than each process's own bound added up (``min(C_eff_w / (L + s), 1 / s)`` for each
+    worker): where the split is uneven, it counts for the busy workers the CPU a worker with
+    few clients leaves idle, though each process runs on one core at a time. A bound is given
+    the clients each worker serves (`split`): a keep-alive connection stays with the worker
+    that accepted it, and the kernel does not deal them out evenly.
     """
 
-    s: float
-    pool: int
+    model: ThroughputModel
     cores: int = field(default_factory=lambda: available_cores())
 
     @classmethod
-    def calibrated(cls, points: Sequence[WorkersPoint], pool: int) -> WorkersModel:
-        """The model from the runs at L = 0: the least CPU per request any of them spent.
+    def calibrated(cls, points: Sequence[WorkersPoint], pool: int) -> WorkersBound:
+        """The bound from the runs at L = 0: the least CPU per request any of them spent.
 
         Other programs, a cold cache or a busy second can only make a run spend more, and the
         same code served the same requests in each: a bound takes the cheapest. (The run of one
@@ -74,11 +81,16 @@ class WorkersModel:
         at_zero = [point.server_cpu_ms for point in points if point.latency_ms == 0]
         if not at_zero:
             raise ValueError("calibrating needs a run at L = 0")
-        return cls(min(at_zero) / 1000, pool)
+        return cls(ThroughputModel({SETUP: min(at_zero) / 1000}, pool=pool))
 
-    def bounds(self, split: Sequence[int], latency_s: float) -> dict[str, float]:
-        waiting = sum(min(clients, self.pool) for clients in split)
-        limit = "pool" if all(clients >= self.pool for clients in split) else "clients"
+    @property
+    def s(self) -> float:
+        """A worker's CPU seconds per request."""
+        return self.model.cpu_s[SETUP]
+
+    def bounds(self, split: Sequence[int], latency_s: float) -> dict[Limit, float]:
+        waiting = sum(self.model.effective_concurrency(SETUP, clients) for clients in split)
+        limit: Limit = "pool" if all(clients >= self.model.pool for clients in split) else "clients"
         return {
             limit: waiting / (latency_s + self.s),
             "cpu": min(len(split), self.cores) / self.s,
@@ -87,7 +99,7 @@ class WorkersModel:
     def throughput(self, split: Sequence[int], latency_s: float) -> float:
         return min(self.bounds(split, latency_s).values())
 
-    def limit(self, split: Sequence[int], latency_s: float) -> str:
+    def limit(self, split: Sequence[int], latency_s: float) -> Limit:
         bounds = self.bounds(split, latency_s)
         return min(bounds, key=bounds.__getitem__)
 
@@ -214,27 +226,34 @@ async def load_served(
     return WorkersPoint(workers, latency_ms, load, cpu[0])
 
 
-def workers_rows(points: Sequence[WorkersPoint], model: WorkersModel) -> list[dict[str, Any]]:
-    """One row per run: what was measured beside the model's bound, with the clients' split."""
-    rows = []
-    for point in points:
-        split = sorted(point.load.connections_by.values(), reverse=True)
-        latency_s = point.latency_ms / 1000
-        bound = model.throughput(split, latency_s)
-        rows.append(
-            {
-                "workers": point.workers,
-                "L_ms": point.latency_ms,
-                "clients": " + ".join(map(str, split)),
-                "ok": point.load.ok,
-                "failed": point.load.failed,
-                "rps": point.load.throughput,
-                "model_rps": bound,
-                "vs_model": point.load.throughput / bound,
-                "limit": model.limit(split, latency_s),
-                "server_cpu_ms": point.server_cpu_ms,
-                "core_wait_ms": point.core_wait_ms,
-                "machine_busy": point.cpu.machine_busy,
-            }
-        )
-    return rows
+@dataclass(frozen=True)
+class WorkersResult(Tabular):
+    """Runs of W workers (`time_workers`), each beside the bound for its clients' split."""
+
+    points: Sequence[WorkersPoint]
+    bound: WorkersBound
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per run: what was measured beside the bound, with the clients' split."""
+        rows = []
+        for point in self.points:
+            split = sorted(point.load.connections_by.values(), reverse=True)
+            latency_s = point.latency_ms / 1000
+            bound = self.bound.throughput(split, latency_s)
+            rows.append(
+                {
+                    "workers": point.workers,
+                    "L_ms": point.latency_ms,
+                    "clients": " + ".join(map(str, split)),
+                    "ok": point.load.ok,
+                    "failed": point.load.failed,
+                    "rps": point.load.throughput,
+                    "model_rps": bound,
+                    "vs_model": point.load.throughput / bound,
+                    "limit": self.bound.limit(split, latency_s),
+                    "server_cpu_ms": point.server_cpu_ms,
+                    "core_wait_ms": point.core_wait_ms,
+                    "machine_busy": point.cpu.machine_busy,
+                }
+            )
+        return rows
