@@ -77,9 +77,11 @@ type_check_key = pytest.StashKey[TypeCheck]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the type check as soon as the run's tests are known, if they include test_types.py:
-    mypy then runs beside the tests collected before it, and that test waits only for the rest."""
-    if session.config.option.collectonly:
+    """Start the type check as soon as the run's tests are known, if they include test_types.py
+    and mypy has its cache: mypy then takes a second beside the first tests, and test_types.py
+    finds it done. Without the cache (a fresh clone) it would take a core for 15 s or more,
+    while the timing tests run, so it waits for test_types.py itself."""
+    if session.config.option.collectonly or not TypeCheck.cached(session.config):
         return
     if any(item.path == TYPE_CHECK_TEST for item in session.items):
         session.stash[type_check_key] = TypeCheck.start(session.config)
@@ -87,5 +89,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture
 def type_check(request: pytest.FixtureRequest) -> TypeCheck:
-    """The run's type check, started when collection ended (`pytest_collection_finish`)."""
-    return request.session.stash[type_check_key]
+    """The run's type check: started when collection ended, or now (`pytest_collection_finish`)."""
+    started = request.session.stash.get(type_check_key, None)
+    return started if started is not None else TypeCheck.start(request.config)

@@ -1,8 +1,8 @@
 """labkit type-checks: ``python -m mypy`` (strict, set up in pyproject.toml) reports nothing.
 
-mypy starts in the background when collection ends (tests/conftest.py) and runs beside the
-other tests; this test waits for it. Its cache (.mypy_cache) makes a run after the first take
-about a second: only what changed is checked again.
+Where mypy has its cache (.mypy_cache), it starts in the background when collection ends
+(tests/conftest.py), checks again only what changed, in about a second, beside the other tests,
+and this test finds it done. The first run, with no cache, runs here.
 """
 
 from __future__ import annotations

@@ -379,7 +379,7 @@ def _slow_callback(record: logging.LogRecord) -> SlowCallback | None:
     if not (isinstance(args, tuple) and len(args) == 2 and "took" in str(record.msg)):
         return None  # another asyncio warning, not a slow callback
     callback, seconds = args
-    if not isinstance(seconds, float):
+    if not isinstance(seconds, float):  # asyncio's own message gives a float
         return None
     match = _NAMED_TASK.search(str(callback)) or _CORO.search(str(callback))
     return SlowCallback(seconds, match.group(1) if match else "callback")
