@@ -27,7 +27,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Never
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,7 +44,7 @@ from labkit.bench.results import LoadResult, Tabular
 from labkit.bench.setups import SETUPS, Holds, setup_named
 from labkit.display.frames import as_text
 from labkit.infra import binder_badge as binder
-from labkit.infra.uvicorn import LOOPBACK
+from labkit.infra.ports import LOOPBACK
 from labkit.probe.sweep import ProbeError, import_app, probe
 from labkit.settings import fresh_sqlite_url, safe_url
 
@@ -262,7 +262,7 @@ async def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar() -> tqdm:
+def _progress_bar() -> tqdm[Never]:  # a bar updated by hand, over no iterable
     """A bar on stderr while the runs go on: on a terminal only (``disable=None``), so a pipe
     or a file gets the table alone."""
     return tqdm(unit="request", disable=None, leave=False)

@@ -1,4 +1,5 @@
-"""Fixtures shared by labkit's tests: a database of the test's own, and the running app.
+"""Fixtures shared by labkit's tests: a database of the test's own, the running app, and the
+type check, started in the background as soon as the run's tests are known.
 
 Which tests are slow, and what the notebooks need, is decided in the conftest.py beside
 `notebooks/` and `tests/`, which pytest reads for both.
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
-from support import database_of_own, postgres_or_skip
+from support import TypeCheck, database_of_own, postgres_or_skip
 
 from labkit.app.client import lab_client
 from labkit.app.create import create_app
@@ -69,3 +70,25 @@ async def app_client(
     app = make_app()
     async with lab_client(app) as client:
         yield app, client
+
+
+TYPE_CHECK_TEST = Path(__file__).parent / "test_types.py"
+type_check_key = pytest.StashKey[TypeCheck]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the type check as soon as the run's tests are known, if they include test_types.py
+    and mypy has its cache: mypy then takes a second beside the first tests, and test_types.py
+    finds it done. Without the cache (a fresh clone) it would take a core for 15 s or more,
+    while the timing tests run, so it waits for test_types.py itself."""
+    if session.config.option.collectonly or not TypeCheck.cached(session.config):
+        return
+    if any(item.path == TYPE_CHECK_TEST for item in session.items):
+        session.stash[type_check_key] = TypeCheck.start(session.config)
+
+
+@pytest.fixture
+def type_check(request: pytest.FixtureRequest) -> TypeCheck:
+    """The run's type check: started when collection ended, or now (`pytest_collection_finish`)."""
+    started = request.session.stash.get(type_check_key, None)
+    return started if started is not None else TypeCheck.start(request.config)

@@ -1,7 +1,8 @@
 """What labkit's tests share, beside conftest's fixtures (which are built on it): a database of a
 test's own on either backend, the lab's PostgreSQL server or a skip (a failure under
-LAB_REQUIRE_POSTGRES), what an app or a database still holds after its requests, and a
-`jupyter lab` of a test's own. Built on `labkit.infra.postgres`, as the notebooks are.
+LAB_REQUIRE_POSTGRES), what an app or a database still holds after its requests, a
+`jupyter lab` of a test's own, and the type check run in the background. Built on
+`labkit.infra.postgres`, as the notebooks are.
 """
 
 from __future__ import annotations
@@ -256,3 +257,45 @@ def _wait_until_answers(lab: JupyterLab, server: subprocess.Popen[bytes], timeou
         if time.monotonic() > deadline:
             raise AssertionError(f"jupyter lab did not answer within {timeout_s:.0f} s")
         time.sleep(0.25)
+
+
+@dataclass
+class TypeCheck:
+    """``python -m mypy`` on labkit (strict, as pyproject.toml sets it up) in another process."""
+
+    process: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, config: pytest.Config) -> TypeCheck:
+        """Start mypy at the lower priority ``nice`` gives, so it takes a core the tests leave
+        idle and not the timing tests' own; stopped when the run ends, if still running.
+
+        Its output waits in a pipe: mypy would pause only past the pipe's 64 KiB, hundreds of
+        errors, until `result` reads them."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mypy"],
+            cwd=config.rootpath,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: os.nice(10),
+        )
+        check = cls(process)
+        config.add_cleanup(check.stop)
+        return check
+
+    @staticmethod
+    def cached(config: pytest.Config) -> bool:
+        """Whether mypy has its cache (.mypy_cache) here: with it, a run checks again only what
+        changed and takes about a second; without, about 15 s of CPU."""
+        return (config.rootpath / ".mypy_cache").is_dir()
+
+    def result(self, timeout_s: float) -> tuple[int, str]:
+        """Wait for mypy: its exit code (0: no errors) and what it printed."""
+        output, _ = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode, output
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()

@@ -11,8 +11,9 @@ a stream that stays open needs a real server: ``labkit.infra.uvicorn.serving``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI
@@ -78,7 +79,8 @@ class LabWebSocket:
         assert self._running is not None, "not started"
         if self._from_app.empty() and not self._running.done():
             waiting = asyncio.ensure_future(self._from_app.get())
-            await asyncio.wait({waiting, self._running}, return_when=asyncio.FIRST_COMPLETED)
+            racing: set[asyncio.Future[Any]] = {waiting, self._running}
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             if waiting.done():
                 return waiting.result()
             waiting.cancel()
@@ -103,7 +105,8 @@ class LabWebSocket:
 
     async def receive_text(self) -> str:
         """The app's next text message; `WebSocketDisconnect` if it closed the socket instead."""
-        return (await self._next_open())["text"]
+        text: str = (await self._next_open())["text"]
+        return text
 
     async def close(self, code: int = 1000) -> None:
         """Close from the client's side (unless already closed), then wait for the app to finish
@@ -157,7 +160,9 @@ class EventStream:
         self.response = response
         # Kept, not re-made per call: httpx closes the connection when a line iterator it
         # handed out is garbage collected, which would end the stream on the server too.
-        self._lines = response.aiter_lines()
+        # httpx's annotation says AsyncIterator; it returns an async generator, whose aclose()
+        # `event_stream` calls.
+        self._lines = cast(AsyncGenerator[str, None], response.aiter_lines())
 
     async def next_data(self) -> str:
         """The ``data`` of the next event (keep-alive comments skipped)."""

@@ -136,7 +136,9 @@ class SyncDatabase:
         engine = create_engine(sync_url, **options.engine_kwargs(sync_url))
         _prepare(engine, options)
         ledger = SessionLedger("sync")
-        SessionLocal = sessionmaker(engine, class_=LedgerSession, info={"ledger": ledger})
+        SessionLocal: sessionmaker[Session] = sessionmaker(
+            engine, class_=LedgerSession, info={"ledger": ledger}
+        )
         return cls(engine, SessionLocal, ledger, options)
 
     def get_db(self) -> Iterator[Session]:

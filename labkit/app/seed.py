@@ -19,7 +19,7 @@ from labkit.shop.models import Base, Post, User
 
 
 @cache
-def _read_csv(path: Path) -> tuple[dict[str, object], ...]:
+def _read_csv(path: Path) -> tuple[dict[str, int | str], ...]:
     with path.open(newline="") as f:
         return tuple(
             {key: int(value) if key.endswith("id") else value for key, value in row.items()}
@@ -27,12 +27,12 @@ def _read_csv(path: Path) -> tuple[dict[str, object], ...]:
         )
 
 
-def seed_users() -> tuple[dict[str, object], ...]:
+def seed_users() -> tuple[dict[str, int | str], ...]:
     """The seed users as rows (``id``, ``name``, ``email``)."""
     return _read_csv(DATA_DIR / "users.csv")
 
 
-def seed_posts() -> tuple[dict[str, object], ...]:
+def seed_posts() -> tuple[dict[str, int | str], ...]:
     """The seed posts as rows (``id``, ``author_id``, ``title``)."""
     return _read_csv(DATA_DIR / "posts.csv")
 
@@ -53,8 +53,8 @@ def create_and_seed(engine: Engine) -> bool:
 def _advance_postgres_sequences(engine: Engine) -> None:
     """Explicit ids leave PostgreSQL's id sequences at 1; move them past the seed."""
     with engine.begin() as conn:
-        for table in (User.__table__, Post.__table__):
+        for table in (User.__tablename__, Post.__tablename__):
             conn.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                f"(SELECT max(id) FROM {table.name}))"
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
             )

@@ -27,7 +27,8 @@ from labkit.app.create import create_app
 from labkit.app.databases import EngineOptions, SyncDatabase
 from labkit.app.seed import create_and_seed
 from labkit.infra.jupyter_proxy import ProxyPrefix
-from labkit.infra.uvicorn import LOOPBACK, READY_FOLDER
+from labkit.infra.ports import LOOPBACK
+from labkit.infra.uvicorn import READY_FOLDER
 
 SETTINGS = "LAB_SERVE_SETTINGS"
 """The environment variable that carries `ServeSettings` from ``serve`` to its workers."""

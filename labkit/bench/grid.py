@@ -194,7 +194,7 @@ async def run_grid(
     health_every_s: float | None = None,
     warmup: int = 5,
     rounds: int = 1,
-    progress: tqdm | None = None,
+    progress: tqdm[Any] | None = None,
     options: EngineOptions | None = None,
     recheck: int = 0,
     say: Callable[[str], None] = print,

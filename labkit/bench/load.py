@@ -18,14 +18,14 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from labkit.app.databases import EngineOptions
+from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.app.seed import seed_users
 from labkit.bench.results import LoadResult
 from labkit.bench.setups import SETUPS, setup_named
@@ -66,6 +66,7 @@ def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
     """The engine behind a setup's routes in an app from `create_app` (None for other paths)."""
     if setup not in SETUPS:
         return None
+    lab: SyncDatabase | AsyncDatabase
     lab = app.state.async_db if setup_named(setup).uses_async_session else app.state.sync_db
     return lab.engine
 
@@ -73,7 +74,7 @@ def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
 class _Recorder:
     """Where the worker tasks put what they saw (all on the event loop: no locks needed)."""
 
-    def __init__(self, progress: tqdm | None) -> None:
+    def __init__(self, progress: tqdm[Any] | None) -> None:
         self.latencies = array("d")
         self.server_total = array("d")
         self.server_db = array("d")
@@ -173,7 +174,7 @@ async def run_load(
     warmup: int = 0,
     health_every_s: float | None = None,
     lag_interval_s: float = 0.001,
-    progress: tqdm | None = None,
+    progress: tqdm[Any] | None = None,
     ids: int | None = None,
 ) -> LoadResult:
     """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def ms_percentile(values: Sequence[float], q: float) -> float:
+def ms_percentile(values: array[float], q: float) -> float:
     """The q-th percentile in milliseconds (linear interpolation), NaN when nothing was measured."""
     if not len(values):
         return float("nan")

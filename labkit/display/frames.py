@@ -25,5 +25,5 @@ def readable(value: float) -> str:
 def as_text(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     """The frame as the CLI prints it: of the `columns` it has (a run without ``/health``
     polling has no ``health_*`` columns), no index, NaN (nothing measured) as a dash."""
-    shown = frame if columns is None else frame.filter(items=columns)
+    shown = frame if columns is None else frame.filter(items=list(columns))
     return shown.to_string(index=False, float_format=readable, na_rep="-")

@@ -9,13 +9,16 @@ title is the only heading a reader sees. Log axes are labelled in plain numbers 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from labkit.bench.grid import GridResult
@@ -66,10 +69,10 @@ def _title(fig: Figure, axes: Sequence[Axes], title: str) -> None:
         fig.suptitle(title)
 
 
-def _ecdf(ax: Axes, seconds: Sequence[float], **style: object) -> None:
+def _ecdf(ax: Axes, seconds: array[float], *, color: str, label: str) -> None:
     values = np.sort(np.frombuffer(seconds, dtype="d")) * 1000 if len(seconds) else np.array([])
     shares = np.arange(1, len(values) + 1) / max(len(values), 1)
-    ax.step(values, shares, where="post", **style)  # type: ignore[arg-type]
+    ax.step(values, shares, where="post", color=color, label=label)
 
 
 def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
@@ -99,7 +102,7 @@ def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
         ax.grid(True, alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         if grid.model is not None:
-            handles.append(plt.Line2D([], [], linestyle="--", color="black"))
+            handles.append(Line2D([], [], linestyle="--", color="black"))
             names.append("model bound")
         ax.legend(handles, names, loc="best", title=f"L = {latency:g} ms")
     _title(
@@ -112,7 +115,7 @@ def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
 
 def _ecdf_figure(
     results: Sequence[LoadResult],
-    seconds_of: Callable[[LoadResult], Sequence[float] | None],
+    seconds_of: Callable[[LoadResult], array[float] | None],
     title: str,
     xlabel: str,
     ylabel: str,
@@ -199,7 +202,9 @@ def plot_health(results: Sequence[LoadResult], title: str = "/health while loade
     )
 
 
-def plot_workers(rows: Sequence[dict], title: str = "Throughput against workers") -> Figure:
+def plot_workers(
+    rows: Sequence[dict[str, Any]], title: str = "Throughput against workers"
+) -> Figure:
     """Measured requests per second (bars) and the model's bound (a dash on each bar), one
     group per simulated latency, one bar per number of workers (`WorkersResult.rows`)."""
     latencies = sorted({row["L_ms"] for row in rows})
@@ -213,7 +218,7 @@ def plot_workers(rows: Sequence[dict], title: str = "Throughput against workers"
         bounds = [mine[latency]["model_rps"] for latency in latencies]
         ax.bar(xs, measured, width * 0.9, label=f"{count} worker{'s' * (count > 1)}")
         ends = ([x - width * 0.45 for x in xs], [x + width * 0.45 for x in xs])
-        model_label = "model's bound" if i == 0 else None
+        model_label = "model's bound" if i == 0 else ""  # once in the legend
         ax.hlines(bounds, *ends, colors="black", linestyles="dashed", label=model_label)
     ax.set_xticks(range(len(latencies)), [f"L = {latency:g} ms" for latency in latencies])
     ax.set_ylabel("requests per second")

@@ -83,15 +83,18 @@ def read_pool(
             dbapi_ids.append(held[0])
         index = dbapi_ids.index(held[0]) if held else None
         readings.append(SessionReading(_session_name(session, place), index))
-    queued = isinstance(pool, QueuePool)  # the default pool, and the async engines' adapted one
+    pool_size: int | None = None
+    checked_out, idle = len(dbapi_ids), 0
+    if isinstance(pool, QueuePool):  # the default pool, and the async engines' adapted one
+        pool_size, checked_out, idle = pool.size(), pool.checkedout(), pool.checkedin()
     capacity = pool_capacity(pool)
     return PoolReading(
         database=f"{sync_engine.dialect.name} ({sync_engine.dialect.driver})",
         pool_class=type(pool).__name__,
-        pool_size=pool.size() if queued else None,
-        max_overflow=None if capacity is None else capacity - pool.size(),
-        checked_out=pool.checkedout() if queued else len(dbapi_ids),
-        idle=pool.checkedin() if queued else 0,
+        pool_size=pool_size,
+        max_overflow=None if capacity is None or pool_size is None else capacity - pool_size,
+        checked_out=checked_out,
+        idle=idle,
         sessions=tuple(readings),
     )
 
@@ -165,10 +168,10 @@ def plot_pool(reading: PoolReading, title: str) -> Figure:
         if not dashed:
             _arrow(ax, (columns["pool"], middle), (columns["connections"], row))
     for session in reading.sessions:
-        if (row := session.connection) is not None:
-            text = f"{session.name}\nholds connection {row + 1}"
-            _box(ax, columns["sessions"], row, text, SESSION)
-            _arrow(ax, (columns["connections"], row), (columns["sessions"], row))
+        if (held := session.connection) is not None:
+            text = f"{session.name}\nholds connection {held + 1}"
+            _box(ax, columns["sessions"], held, text, SESSION)
+            _arrow(ax, (columns["connections"], held), (columns["sessions"], held))
     for row, session in enumerate(without, rows - len(without)):
         _box(
             ax, columns["sessions"], row, f"{session.name}\nno connection yet", SESSION, dashed=True

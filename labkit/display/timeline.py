@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -81,12 +82,20 @@ def plot_request_steps(
         ax.grid(True, axis="x", alpha=0.3)
     runs = min(len(result.runs) for result in results)
     axes[-1, 0].set_xlabel(f"ms since the request reached the app (median of {runs} runs)")
-    handles = [
+    handles: list[Artist] = [
         Line2D([], [], marker=MARKERS[step], color=COLOURS[step], linestyle="none", label=step)
         for step in MARKED
     ]
-    tick = {"marker": "|", "markersize": 12, "markeredgewidth": 2.5}
-    body = Line2D([], [], color="black", linestyle="none", label=BODY_SENT, **tick)
+    body = Line2D(
+        [],
+        [],
+        color="black",
+        linestyle="none",
+        label=BODY_SENT,
+        marker="|",
+        markersize=12,
+        markeredgewidth=2.5,
+    )
     handles.insert(STEPS.index(BODY_SENT), body)
     handles.append(Patch(color=CHECKED_OUT_COLOUR, label="a connection checked out"))
     fig.legend(handles=handles, loc="outside right center", frameon=False)

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psutil
@@ -78,6 +79,12 @@ class JupyterServer:
         return httpx.get(self.url + path, headers=self.headers(), timeout=5)
 
 
+class _Printer(Protocol):
+    """What IPython's pretty printer offers `Link._repr_pretty_` (its own type is unannotated)."""
+
+    def text(self, obj: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Link:
     """What a learner clicks (`href`), what it shows (`text`) and why it goes there (`how`)."""
@@ -95,8 +102,8 @@ class Link:
             f"</a><br><small>{escape(self.how)}</small>"
         )
 
-    def _repr_pretty_(self, printer: object, cycle: bool) -> None:
-        printer.text(f"{self.text}\n{self.how}")  # type: ignore[attr-defined]
+    def _repr_pretty_(self, printer: _Printer, cycle: bool) -> None:
+        printer.text(f"{self.text}\n{self.how}")
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def stop_pgbouncer(pid: int, folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 10
     while True:
         if process.poll() is not None:

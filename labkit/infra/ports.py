@@ -11,4 +11,5 @@ def free_port() -> int:
     """A port nobody listens on now (the OS picks it; a race with another program is unlikely)."""
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port) for an IPv4 socket; typeshed says Any
+        return port

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 from sqlalchemy.engine import URL, make_url
@@ -152,6 +152,14 @@ def throwaway_server(**settings: object) -> Iterator[PostgresServer]:
         stop()
 
 
+class _Stopping(TypedDict):
+    """`stop_throwaway_server`'s arguments: JSON, for the reaper to call it with too."""
+
+    pg_ctl: str
+    folder: str
+    user: str | None
+
+
 def _start(
     binaries: Path, user: str | None, settings: Mapping[str, object], stopped: str
 ) -> tuple[PostgresServer, Callable[[], None]]:
@@ -173,7 +181,7 @@ def _start(
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
     options += "".join(f" -c {name}={value}" for name, value in settings.items())
 
-    stopping = {"pg_ctl": str(binaries / "pg_ctl"), "folder": str(folder), "user": user}
+    stopping: _Stopping = {"pg_ctl": str(binaries / "pg_ctl"), "folder": str(folder), "user": user}
     key = f"stop {folder}"
 
     def stop() -> None:
@@ -213,7 +221,7 @@ def _start(
 
 def stop_throwaway_server(pg_ctl: str, folder: str, user: str | None) -> None:
     """Stop the throwaway server in `folder` at once, and remove the folder."""
-    stop = [pg_ctl, "-D", Path(folder) / "data", "-m", "immediate", "stop"]
+    stop: list[str | Path] = [pg_ctl, "-D", Path(folder) / "data", "-m", "immediate", "stop"]
     subprocess.run(stop, capture_output=True, check=False, cwd=folder, **run_as_user(user))
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -275,7 +283,7 @@ def run_admin(server: PostgresServer, sql: str) -> None:
     (database names it chose), never user input.
     """
     with psycopg.connect(libpq_url(server.url), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def fresh_postgres_database(server: PostgresServer, name: str) -> URL:
@@ -342,7 +350,7 @@ def watch_server_connections(
     def sample() -> None:
         with conn:
             while True:
-                counts = dict(conn.execute(query, (database,)).fetchall())
+                counts: dict[str, int] = dict(conn.execute(query, (database,)).fetchall())
                 seen.samples.append(sum(counts.values()))
                 for name, count in counts.items():
                     seen.peak_by_name[name] = max(count, seen.peak_by_name.get(name, 0))

@@ -22,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -142,7 +142,7 @@ def served(
             _stop(server)
 
 
-def _stop(server: subprocess.Popen) -> None:
+def _stop(server: subprocess.Popen[bytes]) -> None:
     """Stop as Ctrl+C does (uvicorn then stops its workers), or, after 10 s, kill it and all
     it started."""
     started = psutil.Process(server.pid).children(recursive=True)
@@ -157,7 +157,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def _wait_until_healthy(
-    server: subprocess.Popen, base: str, errors: IO[str], timeout_s: float
+    server: subprocess.Popen[bytes], base: str, errors: IO[str], timeout_s: float
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -174,7 +174,7 @@ def _wait_until_healthy(
 
 
 def _wait_for_workers(
-    server: subprocess.Popen, ready: Path, workers: int, timeout_s: float
+    server: subprocess.Popen[bytes], ready: Path, workers: int, timeout_s: float
 ) -> None:
     """Until each of the `workers` processes has started its app (`READY_FOLDER`)."""
     deadline = time.monotonic() + timeout_s
@@ -184,7 +184,9 @@ def _wait_for_workers(
         time.sleep(0.02)
 
 
-def drive_elsewhere(base_url: str, setup: str, *, requests: int, concurrency: int) -> dict:
+def drive_elsewhere(
+    base_url: str, setup: str, *, requests: int, concurrency: int
+) -> dict[Hashable, Any]:
     """Run ``python -m labkit drive`` against `base_url` in another process; its result row."""
     command = [sys.executable, "-m", "labkit", "drive", base_url, "--setup", setup]
     command += ["--requests", str(requests), "--concurrency", str(concurrency), "--csv", "-"]

@@ -57,7 +57,9 @@ class RequestGroup:
             finally:
                 self._group = None
 
-    def start(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> asyncio.Future:
+    def start(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp
+    ) -> asyncio.Future[None]:
         """Run one request in the group; the future it returns ends when the request does."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 

@@ -65,7 +65,8 @@ class LedgerSession(Session):
         return f"{self._ledger().label} session {self.number}".lstrip()
 
     def _ledger(self) -> SessionLedger:
-        return self.info["ledger"]
+        ledger: SessionLedger = self.info["ledger"]  # set by the lab's sessionmaker
+        return ledger
 
     def close(self) -> None:
         super().close()

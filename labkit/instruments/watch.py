@@ -33,7 +33,7 @@ import anyio.to_thread
 import httpx
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 
 from labkit.instruments.events import listening
 from labkit.instruments.latency import threads_in_the_wait
@@ -49,6 +49,15 @@ async def until(
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(every_s)
+
+
+def queue_pool(pool: Pool) -> QueuePool:
+    """`pool` as the `QueuePool` it is, whose ``checkedout()`` and ``checkedin()`` count its
+    connections: the pool of every engine the lab makes on a database file or a server, sync or
+    async. Other pools (``NullPool``, ``StaticPool``) count nothing, and a `TypeError` says so."""
+    if not isinstance(pool, QueuePool):
+        raise TypeError(f"{type(pool).__name__} does not count its connections; QueuePool does")
+    return pool
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ async def while_waiting(
     def look() -> None:
         waiting = threads_in_the_wait()
         kinds = tuple(_thread_kind(name, ident, loop_thread) for ident, name in waiting.items())
-        out = sum(pool.checkedout() for pool in pools)  # type: ignore[attr-defined]  # QueuePool's
+        out = sum(queue_pool(pool).checkedout() for pool in pools)
         seen.append((out, limiter.borrowed_tokens, kinds))
 
     reader = threading.Timer(at_s, look)
@@ -264,7 +273,7 @@ def watch_engine(engine: Engine | AsyncEngine | None) -> Iterator[EngineCounts]:
     before = 0  # out before the block, and still out
     if engine is not None:
         pool_target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        before = pool_target.pool.checkedout()  # type: ignore[attr-defined]  # QueuePool's
+        before = queue_pool(pool_target.pool).checkedout()
     counts = EngineCounts()
     lock = threading.Lock()
     counts.peak_checked_out = before
@@ -293,7 +302,12 @@ def watch_engine(engine: Engine | AsyncEngine | None) -> Iterator[EngineCounts]:
         with lock:
             counts.closed += 1
 
-    listeners = {"checkout": checkout, "checkin": checkin, "connect": connect, "close": close}
+    listeners: dict[str, Callable[..., None]] = {
+        "checkout": checkout,
+        "checkin": checkin,
+        "connect": connect,
+        "close": close,
+    }
     on_pool = [(pool_target, name, fn) for name, fn in listeners.items()]
     with listening(on_pool), capture_sql(engine) as statements:
         try:
@@ -364,8 +378,11 @@ def _slow_callback(record: logging.LogRecord) -> SlowCallback | None:
     args = record.args
     if not (isinstance(args, tuple) and len(args) == 2 and "took" in str(record.msg)):
         return None  # another asyncio warning, not a slow callback
-    match = _NAMED_TASK.search(str(args[0])) or _CORO.search(str(args[0]))
-    return SlowCallback(float(args[1]), match.group(1) if match else "callback")  # type: ignore[arg-type]
+    callback, seconds = args
+    if not isinstance(seconds, float):  # asyncio's own message gives a float
+        return None
+    match = _NAMED_TASK.search(str(callback)) or _CORO.search(str(callback))
+    return SlowCallback(seconds, match.group(1) if match else "callback")
 
 
 @contextmanager

@@ -202,11 +202,10 @@ def asyncio_origins(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
         "asyncio.Task": asyncio.Task,
         "asyncio.Future": asyncio.Future,
         "policy.get_event_loop": policy_class.get_event_loop,
-        "loop.run_forever": loop_class.run_forever,
-        "loop.run_until_complete": loop_class.run_until_complete,
-        "loop._run_once": loop_class._run_once,
-        "loop._check_running": loop_class._check_running,
     }
+    # By name: the two private methods are BaseEventLoop's, which typeshed does not list.
+    for method in ("run_forever", "run_until_complete", "_run_once", "_check_running"):
+        parts[f"loop.{method}"] = getattr(loop_class, method)
     return {name: f"{part.__module__}.{part.__qualname__}" for name, part in parts.items()}
 
 

@@ -29,11 +29,11 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="How many users, by id."
 authors_router = APIRouter()
 
 
-def first_users(limit: int) -> Select[tuple[User]]:
+def first_users(limit: int) -> Select[User]:
     return select(User).order_by(User.id).limit(limit)
 
 
-def authors(db: Session, statement: Select[tuple[User]]) -> list[AuthorOut]:
+def authors(db: Session, statement: Select[User]) -> list[AuthorOut]:
     return [
         AuthorOut(id=user.id, name=user.name, post_titles=[post.title for post in user.posts])
         for user in db.scalars(statement)

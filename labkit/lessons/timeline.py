@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from labkit.app.create import thread_limit
 from labkit.instruments.events import listening
 from labkit.instruments.response_watch import ResponseWatch
+from labkit.instruments.watch import queue_pool
 
 log = logging.getLogger("labkit.lessons")
 
@@ -96,7 +97,7 @@ class _LogResponse(ResponseWatch):
     def _in_use(self) -> str:
         if self.engine is None:
             return ""
-        return f" (connections checked out: {self.engine.pool.checkedout()})"
+        return f" (connections checked out: {queue_pool(self.engine.pool).checkedout()})"
 
     def body_sent(self, status: int) -> None:
         log.info("server: response sent to the client, status %d%s", status, self._in_use())

@@ -77,7 +77,8 @@ def unavailable_cause(exc: BaseException) -> str | None:
         sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)  # sqlite3 and aiosqlite
         if sqlite_code is not None:
             primary = sqlite_code & 0xFF  # the extended code's primary result code
-            return exc.orig.sqlite_errorname if primary in _SQLITE_UNAVAILABLE_CODES else None
+            sqlite_name: str | None = getattr(exc.orig, "sqlite_errorname", None)  # beside the code
+            return sqlite_name if primary in _SQLITE_UNAVAILABLE_CODES else None
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         if (
             isinstance(exc, (OperationalError, InterfaceError))

@@ -25,7 +25,7 @@ BATCH = 100
 
 def _user_ids() -> list[int]:
     """The ids a batch looks up in turn: every seed user, so every lookup finds its row."""
-    return [int(row["id"]) for row in seed_users()][:BATCH]  # type: ignore[call-overload]
+    return [int(row["id"]) for row in seed_users()][:BATCH]
 
 
 def _per_second(batch: Callable[[], object], seconds: float) -> float:

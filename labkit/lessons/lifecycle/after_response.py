@@ -63,7 +63,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labkit.app.client import event_stream
 from labkit.app.databases import AsyncDatabase, SyncDatabase
-from labkit.instruments.watch import LagProbe, LagTrace, until
+from labkit.instruments.watch import LagProbe, LagTrace, queue_pool, until
 from labkit.shop import threadpool
 from labkit.shop.database import AsyncSessionLocal, SessionDep, SessionLocal, get_db
 from labkit.shop.errors import add_error_handlers
@@ -249,11 +249,11 @@ class Stats(BaseModel):
 
 
 def count_users(db: Session) -> Stats:
-    return Stats(users=db.scalar(select(func.count()).select_from(User)))
+    return Stats(users=db.execute(select(func.count()).select_from(User)).scalar_one())
 
 
 async def count_users_async(db: AsyncSession) -> Stats:
-    return Stats(users=await db.scalar(select(func.count()).select_from(User)))
+    return Stats(users=(await db.execute(select(func.count()).select_from(User))).scalar_one())
 
 
 streams_router = APIRouter()
@@ -386,7 +386,7 @@ class InFlight:
 
 async def until_checked_out(engine: Engine, count: int, timeout_s: float = 10.0) -> None:
     """Return once `count` connections of `engine` are checked out (`TimeoutError` if never)."""
-    await until(lambda: engine.pool.checkedout() >= count, timeout_s=timeout_s)  # type: ignore[attr-defined]
+    await until(lambda: queue_pool(engine.pool).checkedout() >= count, timeout_s=timeout_s)
 
 
 @contextmanager

@@ -67,7 +67,7 @@ from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.infra.uvicorn import serving
 from labkit.instruments.events import listening
 from labkit.instruments.finishing import RequestGroup
-from labkit.instruments.watch import until
+from labkit.instruments.watch import queue_pool, until
 from labkit.lessons.lifecycle.client_gone_app import (
     Notes,
     client_gone_app,
@@ -354,9 +354,12 @@ async def abandon_each(
     ):
         # A server that has served a while has its worker threads: start them now, for the
         # routes and the sync dependencies' setup, so no request waits for one to start.
-        threads = anyio.to_thread.current_default_thread_limiter().total_tokens
+        threads = anyio.to_thread.current_default_thread_limiter().total_tokens  # may be inf
         await asyncio.gather(
-            *(anyio.to_thread.run_sync(time.sleep, 0.01) for _ in range(min(2 * at_once, threads)))
+            *(
+                anyio.to_thread.run_sync(time.sleep, 0.01)
+                for _ in range(int(min(2 * at_once, threads)))
+            )
         )
         for setup in setups:
             results.append(
@@ -431,15 +434,15 @@ async def abandon(
             with log.uvicorn():
                 for first in range(1, requests + 1, at_once):
                     keys = range(first, min(first + at_once, requests + 1))
-                    if engine.pool.checkedout() == 0:  # type: ignore[attr-defined]
+                    if queue_pool(engine.pool).checkedout() == 0:
                         fates.counting = False
                         await warm(database, len(keys))
                         fates.counting = True
                     in_time &= await _one_batch(client, setup, notes, keys, answers)
                     await _until_done(stage, notes, keys)
             stage.app = None
-            checked_out = engine.pool.checkedout()  # type: ignore[attr-defined]
-            pooled = engine.pool.checkedin()  # type: ignore[attr-defined]
+            checked_out = queue_pool(engine.pool).checkedout()
+            pooled = queue_pool(engine.pool).checkedin()
             backends = (
                 await settled_backends(engine.url, application_name, fates.open)
                 if on_postgres
@@ -450,7 +453,7 @@ async def abandon(
         stage.app = None
         if was_enabled:
             gc.enable()
-    checked_out_after_gc = engine.pool.checkedout()  # type: ignore[attr-defined]
+    checked_out_after_gc = queue_pool(engine.pool).checkedout()
     if isinstance(database, AsyncDatabase):
         await database.dispose()
     else:

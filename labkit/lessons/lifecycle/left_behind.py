@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 
 from labkit.infra.postgres import libpq_url
 from labkit.instruments.events import listening
-from labkit.instruments.watch import collect_log
+from labkit.instruments.watch import collect_log, queue_pool
 
 
 @dataclass
@@ -57,8 +57,8 @@ class PoolFates:
 @contextmanager
 def watching_pool(engine: Engine) -> Iterator[PoolFates]:
     """Count `engine`'s checkouts, checkins and invalidations in the block (any thread)."""
-    pool = engine.pool
-    fates = PoolFates(open_before=pool.checkedin() + pool.checkedout())  # type: ignore[attr-defined]
+    pool = queue_pool(engine.pool)
+    fates = PoolFates(open_before=pool.checkedin() + pool.checkedout())
     lock = threading.Lock()
 
     def checkout(*_args: Any) -> None:

@@ -41,7 +41,7 @@ dependencies at runtime.
 """
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,6 +81,10 @@ class VersionedAccount(Base):
 
     __table__ = Account.__table__
     __mapper_args__ = {"version_id_col": Account.__table__.c.version}  # noqa: RUF012
+
+    # For type checkers: the columns come from `__table__`, matched by name.
+    id: Mapped[int]
+    balance: Mapped[int]
 
 
 class AccountOut(BaseModel):
@@ -128,7 +132,10 @@ AsyncTransactionDep = Annotated[
 router = APIRouter()
 
 
-def found(account: Account | None, account_id: int) -> Account:
+AnyAccount = TypeVar("AnyAccount", Account, VersionedAccount)
+
+
+def found(account: AnyAccount | None, account_id: int) -> AnyAccount:
     if account is None:
         raise HTTPException(status_code=404, detail=f"no account with id {account_id}")
     return account

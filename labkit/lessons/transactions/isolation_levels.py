@@ -83,5 +83,5 @@ def second_writer(
             error, sqlstate = describe_error(exc), getattr(exc.orig, "sqlstate", None)
             second.rollback()
     with Session(engine) as db:
-        after = db.get(Account, account_id).balance  # type: ignore[union-attr]
+        after = db.get_one(Account, account_id).balance
     return SecondWriter(isolation_level, in_effect, error, sqlstate, before, after)

@@ -21,7 +21,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -224,7 +224,9 @@ async def withdraw_concurrently(
         for _ in numbers:
             await _withdraw_once(client, path, result, retry_conflicts)
 
-    with row_holding(engine) if engine is not None else nullcontext([]) as held:
+    holding: AbstractContextManager[list[tuple[float, float]]]
+    holding = row_holding(engine) if engine is not None else nullcontext([])
+    with holding as held:
         start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - start

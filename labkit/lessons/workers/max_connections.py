@@ -34,8 +34,8 @@ def app_role(server: PostgresServer, database: URL, role: str = "lab_app") -> UR
     with psycopg.connect(libpq_url(server.url), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         if not exists:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
-        conn.execute(f'ALTER DATABASE "{database.database}" OWNER TO "{role}"')  # type: ignore[arg-type]
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'ALTER DATABASE "{database.database}" OWNER TO "{role}"')
     return database.set(username=role)
 
 

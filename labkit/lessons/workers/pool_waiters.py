@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import await_, greenlet_spawn
@@ -84,7 +85,7 @@ async def waiter_after(
     def now() -> float:
         return time.monotonic() - started
 
-    def creator() -> _StandInConnection:
+    def creator() -> DBAPIConnection:
         nonlocal attempts
         attempts += 1
         if attempts == 1:
@@ -94,7 +95,9 @@ async def waiter_after(
                 times["place_free"] = now()
                 place_free.set()
                 raise ConnectionRefusedError("the server refused the connection")
-        return _StandInConnection()
+        # SQLAlchemy types a creator's connection as a whole DBAPI one (cursor(), commit(), any
+        # attribute); the pool itself, with no dialect, calls only what the stand-in has.
+        return cast(DBAPIConnection, _StandInConnection())
 
     pool = AsyncAdaptedQueuePool(creator, pool_size=1, max_overflow=0, timeout=pool_timeout_s)
 
@@ -127,8 +130,10 @@ async def waiter_after(
         await waiter_done.wait()  # hold it: its return would wake the waiter
         await greenlet_spawn(connection.close)
 
-    tasks = [first_checkout(), waiter()] + ([latecomer()] if first == "refused" else [])
-    _, waiter_got, *_ = await asyncio.gather(*tasks)
+    if first == "refused":
+        _, waiter_got, _ = await asyncio.gather(first_checkout(), waiter(), latecomer())
+    else:
+        _, waiter_got = await asyncio.gather(first_checkout(), waiter())
     await greenlet_spawn(pool.dispose)
     return WaiterRun(
         first,

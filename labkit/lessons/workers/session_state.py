@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypedDict
 
 import psycopg
 
@@ -76,6 +77,13 @@ def _zone(value: str) -> str:
     return value if value == ZONE else "the server's default"
 
 
+class _ClientOptions(TypedDict):
+    """What ``psycopg.connect`` is given for each client here."""
+
+    autocommit: bool
+    prepare_threshold: int | None
+
+
 def session_state(url: str) -> SessionState:
     """The script of the module's docstring, through `url` (a libpq URL: the server, or a
     PgBouncer with at least 2 server connections).
@@ -85,7 +93,7 @@ def session_state(url: str) -> SessionState:
     ``prepare_threshold=None`` keeps its own prepared statements out of the sessions.
     """
     seen: dict[str, str] = {}
-    options = {"autocommit": True, "prepare_threshold": None}
+    options: _ClientOptions = {"autocommit": True, "prepare_threshold": None}
     with psycopg.connect(url, **options) as a, psycopg.connect(url, **options) as b:
         # the safe forms first, while every session is clean
         with a.transaction():
@@ -141,7 +149,7 @@ def reset_cost(
     """`ResetCost`, measured in alternating blocks so that both see the same machine. Give each
     PgBouncer one server connection: then every transaction waits for the reset after the last.
     """
-    options = {"autocommit": True, "prepare_threshold": None}
+    options: _ClientOptions = {"autocommit": True, "prepare_threshold": None}
     best = {"without": float("inf"), "with": float("inf")}
     with psycopg.connect(without, **options) as a, psycopg.connect(with_reset, **options) as b:
         clients = {"without": a, "with": b}

@@ -124,7 +124,8 @@ class CpuUse:
 
 def _busy_s(times: Any) -> float:
     """CPU seconds the machine's cores were busy since boot (psutil's `cpu_times()`)."""
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    busy: float = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    return busy
 
 
 def run_queue_waits_s(processes: Sequence[psutil.Process]) -> dict[tuple[int, int], float]:
