@@ -145,7 +145,7 @@ def found(db: Session, user_id: int) -> User:
 
 def email_new_name(db: Session, user_id: int) -> None:
     """Reads the user through the session it was given."""
-    user = db.get(User, user_id)
+    user = db.get_one(User, user_id)
     outbox.send(user.email, f"You are now {user.name}.")
 
 
@@ -157,14 +157,14 @@ def email_new_name_to(user: User) -> None:
 def email_new_name_own_session(session_factory: sessionmaker[Session], user_id: int) -> None:
     """Reads the user in a session of its own, closed before the slow part (sending)."""
     with session_factory() as db:
-        user = db.get(User, user_id)
+        user = db.get_one(User, user_id)
         email, name = user.email, user.name
     outbox.send(email, f"You are now {name}.")
 
 
 def email_reminder_own_session(session_factory: sessionmaker[Session], user_id: int) -> None:
     with session_factory() as db:
-        email = db.get(User, user_id).email
+        email = db.get_one(User, user_id).email
     outbox.send(email, "You have unread posts.")
 
 

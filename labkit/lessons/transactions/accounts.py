@@ -163,7 +163,7 @@ def transfer(payload: TransferIn, db: TransactionDep) -> list[AccountOut]:
     return [AccountOut.model_validate(source), AccountOut.model_validate(target)]
 
 
-def add_to(account_id: int, cents: int) -> ReturningUpdate[tuple[int]]:
+def add_to(account_id: int, cents: int) -> ReturningUpdate[int]:
     """The database adds `cents` (a debit if negative) to its own value of the balance: no read
     before it for another request to slip in after. Returns the new balance (no row: no such
     account); the CHECK constraint refuses one below 0."""
@@ -220,7 +220,7 @@ def withdraw_naive(account_id: AccountId, amount: Amount, db: TransactionDep) ->
     return AccountOut.model_validate(account)
 
 
-def subtract(account_id: int, amount: int) -> ReturningUpdate[tuple[int]]:
+def subtract(account_id: int, amount: int) -> ReturningUpdate[int]:
     """The database subtracts from its own value, if the row has enough: one statement, with no
     read before it for another request to slip in after. Returns the new balance (no row: no
     such account, or too little on it)."""
