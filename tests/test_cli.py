@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from labkit.__main__ import is_loopback, main
+from labkit.app.databases import EngineOptions
+from labkit.app.serve import uvicorn_process
+from labkit.bench.drive import drive_elsewhere
 from labkit.bench.setups import SETUPS
-from labkit.infra.uvicorn import drive_elsewhere, served
 from labkit.settings import sqlite_url
 
 
@@ -100,7 +102,7 @@ def test_drive_keeps_to_this_machine(capsys) -> None:
 
 @pytest.mark.slow
 def test_serve_answers_on_loopback_and_drive_loads_it_from_another_process(db_url) -> None:
-    with served(db_url, latency_ms=5) as server:
+    with uvicorn_process(db_url, EngineOptions(latency_ms=5)) as server:
         base = server.url
         assert base.startswith("http://127.0.0.1:")
         health = httpx.get(f"{base}/health")
@@ -130,7 +132,7 @@ def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsy
 @pytest.mark.slow
 def test_the_learners_app_is_served_by_uvicorn_as_it_is(tmp_path: Path) -> None:
     """``uvicorn labkit.shop.main:app``: no lab code between the server and the app."""
-    with served(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as server:
+    with uvicorn_process(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as server:
         base = server.url
         created = {}
         for setup in SETUPS:

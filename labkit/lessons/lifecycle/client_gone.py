@@ -79,7 +79,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.infra.postgres import libpq_url
-from labkit.infra.uvicorn import serving
+from labkit.infra.uvicorn import uvicorn_in_process
 from labkit.instruments.events import listening
 from labkit.instruments.finishing import RequestGroup
 from labkit.instruments.watch import collect_log, until
@@ -435,7 +435,7 @@ class ServerLog:
 
     @contextmanager
     def uvicorn(self) -> Iterator[None]:
-        """uvicorn's log, for a block inside `serving`: uvicorn sets up its loggers as it
+        """uvicorn's log, for a block inside `uvicorn_in_process`: uvicorn sets up its loggers as it
         starts, and a handler added before would be gone."""
         with collect_log("uvicorn.error") as records:
             try:
@@ -780,7 +780,7 @@ async def abandon_each(
     limits = httpx.Limits(max_keepalive_connections=0)  # a connection per request
     async with (
         group.open(),
-        serving(stage) as base,
+        uvicorn_in_process(stage) as base,
         httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client,
     ):
         # A server that has served a while has its worker threads: start them now, for the
