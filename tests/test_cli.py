@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+import labkit.__main__ as cli
 from labkit.__main__ import is_loopback, main
 from labkit.app.databases import EngineOptions
-from labkit.app.serve import uvicorn_process
+from labkit.app.serve import ServeOptions, uvicorn_process
 from labkit.bench.drive import drive_elsewhere
 from labkit.bench.setups import SETUPS
 from labkit.settings import sqlite_url
@@ -98,6 +99,24 @@ def test_drive_keeps_to_this_machine(capsys) -> None:
     assert not is_loopback("http://192.168.1.10:8000")
     assert main(["drive", "http://example.com"]) == 2
     assert "only loads servers on this machine" in capsys.readouterr().out
+
+
+def test_serve_hands_its_options_to_run_workers(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``serve`` is one caller of `run_workers`, as `uvicorn_process` is: its flags become one
+    `ServeOptions`, and nothing reaches the workers another way."""
+    given: list[ServeOptions] = []
+    monkeypatch.setattr(cli, "run_workers", given.append)
+    url = "postgresql://lab:secret@127.0.0.1:5432/lab"
+    code = main(
+        [
+            "serve", "--port", "8123", "--workers", "3", "--latency", "5", "--pool-size", "4",
+            "--max-overflow", "0", "--threads", "7", "--no-prepared-statements", "--database", url,
+        ]
+    )  # fmt: skip
+    assert code == 0 and "http://127.0.0.1:8123" in capsys.readouterr().out
+    engine = EngineOptions(latency_ms=5, pool_size=4, max_overflow=0, no_prepared_statements=True)
+    assert given == [ServeOptions(url, engine, threads=7, port=8123, workers=3)]
+    assert ServeOptions.from_json(given[0].to_json()) == given[0]  # as the workers read it
 
 
 @pytest.mark.slow
