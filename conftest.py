@@ -27,13 +27,13 @@ from sqlalchemy.engine import make_url
 from labkit.infra.notebook_database import selected_backend
 from labkit.infra.pgbouncer import pgbouncer_if_any
 from labkit.infra.postgres import (
-    REQUIRE_POSTGRES,
     NoPostgres,
     drop_database,
     find_server,
     fresh_postgres_database,
     server_if_any,
 )
+from labkit.settings import lab_settings
 
 POSTGRES_SANITIZERS = Path(__file__).parent / "tests" / "sanitize_postgres.cfg"
 LEARNER_TESTS = Path(__file__).parent / "tests" / "shop"
@@ -225,7 +225,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
             item.add_marker(pytest.mark.skip(reason=reason))
     yield
     needing = [item for item in items if needs_postgres(item)]
-    if not needing or os.environ.get(REQUIRE_POSTGRES):
+    if not needing or lab_settings().require_postgres:
         return
     try:
         find_server()

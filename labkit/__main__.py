@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import re
 import resource
 import sys
@@ -30,15 +29,14 @@ from pathlib import Path
 from typing import IO, Any, Never
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy.engine import URL, make_url
 from tqdm.auto import tqdm
 
 from labkit.app.databases import EngineOptions
-from labkit.app.serve import ServeSettings
-from labkit.app.serve import serve as serve_workers
+from labkit.app.serve import ServeOptions, run_workers
+from labkit.bench.drive import DriveOptions
+from labkit.bench.drive import drive as drive_server
 from labkit.bench.grid import calibrate, run_grid
-from labkit.bench.load import run_load
 from labkit.bench.model import ANYIO_THREADS, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular
 from labkit.bench.setups import SETUPS, Holds, setup_named
@@ -46,7 +44,7 @@ from labkit.display.frames import as_text
 from labkit.infra import binder_badge as binder
 from labkit.infra.ports import LOOPBACK
 from labkit.probe.sweep import ProbeError, import_app, probe
-from labkit.settings import fresh_sqlite_url, safe_url
+from labkit.settings import fresh_sqlite_database, safe_url
 
 
 def _numbers(text: str, kind: type = int) -> list[Any]:
@@ -205,7 +203,7 @@ async def bench(args: argparse.Namespace) -> int:
     largest = max(args.concurrency)
     options = _engine_options(args, largest, 0 if args.pool_size is None else 10)
     pool = options.pool
-    url = args.database or fresh_sqlite_url("bench")
+    url = args.database or fresh_sqlite_database("bench")
     threads = args.threads or ANYIO_THREADS
     out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
     print(
@@ -279,8 +277,6 @@ def _write_csv(result: Tabular, target: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    if args.database:
-        os.environ["DATABASE_URL"] = args.database  # for the workers, which read it at import
     options = replace(
         _engine_options(args, 5, 10, latency_ms=args.latency),
         no_prepared_statements=args.no_prepared_statements,
@@ -292,7 +288,7 @@ def serve(args: argparse.Namespace) -> int:
         f"no internet: http://{LOOPBACK}:{args.port}/docs",
         flush=True,
     )
-    serve_workers(ServeSettings(options, args.threads), port=args.port, workers=args.workers)
+    run_workers(ServeOptions(args.database, options, args.threads, args.port, args.workers))
     return 0
 
 
@@ -310,15 +306,7 @@ async def drive(args: argparse.Namespace) -> int:
     if not is_loopback(args.url):
         print(f"drive only loads servers on this machine (127.0.0.1), not {args.url}")
         return 2
-    limits = httpx.Limits(max_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=60) as client:
-        result = await run_load(
-            client,
-            args.setup,
-            requests=args.requests,
-            concurrency=args.concurrency,
-            warmup=min(args.concurrency, 10),
-        )
+    result = await drive_server(DriveOptions(args.url, args.setup, args.requests, args.concurrency))
     if args.csv:
         _write_csv(result, args.csv)
     else:

@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from support import TypeCheck, database_of_own, postgres_or_skip
 
 from labkit.app.client import lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions
 from labkit.infra.notebook_database import selected_backend
 from labkit.infra.postgres import PostgresServer
@@ -54,10 +53,10 @@ def postgres_url(tmp_path: Path) -> Iterator[URL]:
 
 
 @pytest.fixture
-def make_app(db_url: URL) -> Callable[..., FastAPI]:
+def make_app(db_url: URL) -> Callable[..., LabApp]:
     """`create_app` on the test's database, with engine options (and ``threads``) to vary."""
 
-    def make(*, threads: int | None = None, **options: Any) -> FastAPI:
+    def make(*, threads: int | None = None, **options: Any) -> LabApp:
         return create_app(db_url, EngineOptions(**options), threads=threads)
 
     return make
@@ -65,8 +64,8 @@ def make_app(db_url: URL) -> Callable[..., FastAPI]:
 
 @pytest.fixture
 async def app_client(
-    make_app: Callable[..., FastAPI],
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    make_app: Callable[..., LabApp],
+) -> AsyncIterator[tuple[LabApp, httpx.AsyncClient]]:
     app = make_app()
     async with lab_client(app) as client:
         yield app, client

@@ -24,21 +24,20 @@ from typing import NoReturn
 import httpx
 import pytest
 import websocket
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
+from labkit.app.create import LabApp
 from labkit.app.databases import AsyncDatabase, SyncDatabase
 from labkit.infra.notebook_database import BACKENDS
 from labkit.infra.ports import LOOPBACK, free_port
 from labkit.infra.postgres import (
-    REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
     find_server,
     run_admin,
-    scratch_database,
+    throwaway_database,
 )
-from labkit.settings import sqlite_url
+from labkit.settings import REQUIRE_POSTGRES, lab_settings, sqlite_url
 
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
 """Run a test (or a module, as ``pytestmark``) once per backend, whatever `DATABASE_URL` says:
@@ -56,7 +55,7 @@ def refuses_connections(port: int) -> bool:
 
 def cannot_run(reason: str) -> NoReturn:
     """Skip the test with `reason`; under LAB_REQUIRE_POSTGRES, fail it with `reason` instead."""
-    if os.environ.get(REQUIRE_POSTGRES):
+    if lab_settings().require_postgres:
         pytest.fail(f"{REQUIRE_POSTGRES} is set but {reason}", pytrace=False)
     pytest.skip(reason)
 
@@ -82,13 +81,13 @@ def database_of_own(backend: str, folder: Path) -> Iterator[URL]:
     if backend == "sqlite":
         yield sqlite_url(folder / "lab.db")
     elif backend == "postgresql":
-        with scratch_database(postgres_or_skip(), prefix="lab_test") as url:
+        with throwaway_database(postgres_or_skip(), prefix="lab_test") as url:
             yield url
     else:
         raise ValueError(f"no backend {backend!r}: one of {BACKENDS}")
 
 
-Holder = FastAPI | SyncDatabase | AsyncDatabase
+Holder = LabApp | SyncDatabase | AsyncDatabase
 
 
 def held(*holders: Holder) -> dict[str, int]:
@@ -96,8 +95,8 @@ def held(*holders: Holder) -> dict[str, int]:
     for each database: all zero when nothing is held. An app stands for both its databases."""
     databases: list[SyncDatabase | AsyncDatabase] = []
     for holder in holders:
-        if isinstance(holder, FastAPI):
-            databases += [holder.state.sync_db, holder.state.async_db]
+        if isinstance(holder, LabApp):
+            databases += [holder.sync_db, holder.async_db]
         else:
             databases.append(holder)
     counts: dict[str, int] = {}

@@ -9,9 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+import labkit.__main__ as cli
 from labkit.__main__ import is_loopback, main
+from labkit.app.databases import EngineOptions
+from labkit.app.serve import ServeOptions, uvicorn_process
+from labkit.bench.drive import drive_elsewhere
 from labkit.bench.setups import SETUPS
-from labkit.infra.uvicorn import drive_elsewhere, served
 from labkit.settings import sqlite_url
 
 
@@ -98,9 +101,27 @@ def test_drive_keeps_to_this_machine(capsys) -> None:
     assert "only loads servers on this machine" in capsys.readouterr().out
 
 
+def test_serve_hands_its_options_to_run_workers(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``serve`` is one caller of `run_workers`, as `uvicorn_process` is: its flags become one
+    `ServeOptions`, and nothing reaches the workers another way."""
+    given: list[ServeOptions] = []
+    monkeypatch.setattr(cli, "run_workers", given.append)
+    url = "postgresql://lab:secret@127.0.0.1:5432/lab"
+    code = main(
+        [
+            "serve", "--port", "8123", "--workers", "3", "--latency", "5", "--pool-size", "4",
+            "--max-overflow", "0", "--threads", "7", "--no-prepared-statements", "--database", url,
+        ]
+    )  # fmt: skip
+    assert code == 0 and "http://127.0.0.1:8123" in capsys.readouterr().out
+    engine = EngineOptions(latency_ms=5, pool_size=4, max_overflow=0, no_prepared_statements=True)
+    assert given == [ServeOptions(url, engine, threads=7, port=8123, workers=3)]
+    assert ServeOptions.from_json(given[0].to_json()) == given[0]  # as the workers read it
+
+
 @pytest.mark.slow
 def test_serve_answers_on_loopback_and_drive_loads_it_from_another_process(db_url) -> None:
-    with served(db_url, latency_ms=5) as server:
+    with uvicorn_process(db_url, EngineOptions(latency_ms=5)) as server:
         base = server.url
         assert base.startswith("http://127.0.0.1:")
         health = httpx.get(f"{base}/health")
@@ -130,7 +151,7 @@ def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsy
 @pytest.mark.slow
 def test_the_learners_app_is_served_by_uvicorn_as_it_is(tmp_path: Path) -> None:
     """``uvicorn labkit.shop.main:app``: no lab code between the server and the app."""
-    with served(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as server:
+    with uvicorn_process(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as server:
         base = server.url
         created = {}
         for setup in SETUPS:

@@ -249,14 +249,15 @@ def test_notebook_05_redraws_the_model_when_a_slider_moves(
 
 DOCS_NOTEBOOK = "open_the_docs.ipynb"
 DOCS_CELLS = [
-    "from labkit import sqlite_url\n"
-    "from labkit.infra.for_browser import serve_for_browser\n"
-    'docs_server = serve_for_browser(sqlite_url("docs.db"), latency_ms=5)\n'
+    "from labkit.app.databases import EngineOptions\n"
+    "from labkit.app.for_browser import serve_for_browser\n"
+    "from labkit.settings import sqlite_url\n"
+    'docs_server = serve_for_browser(sqlite_url("docs.db"), EngineOptions(latency_ms=5))\n'
     "docs_server.docs",
     "docs_server.stop()",
 ]
-"""What notebook 05 does to open the docs, on a database of its own: start ``labkit serve`` for
-the browser and show the link; then stop it."""
+"""What notebook 05 does to open the docs, on a database of its own: start the lab's app for the
+browser and show the link; then stop it."""
 OPERATION = "/async/users/{user_id}"
 """The operation the test tries out, as Swagger UI lists it."""
 

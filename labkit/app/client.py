@@ -5,7 +5,7 @@ lifespan; `lab_client` does, so the tables exist and the engines are disposed af
 `lab_websocket` opens a WebSocket to an app in this process, on the same event loop.
 `event_stream` reads a Server-Sent Events response one event at a time, from any
 ``httpx.AsyncClient`` (httpx's ASGI transport hands over a response only once it has ended, so
-a stream that stays open needs a real server: ``labkit.infra.uvicorn.serving``).
+a stream that stays open needs a real server: ``labkit.infra.uvicorn.uvicorn_in_process``).
 """
 
 from __future__ import annotations
@@ -20,20 +20,25 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Scope
 from starlette.websockets import WebSocketDisconnect
 
+from labkit.app.create import LabApp
+
 BASE_URL = "http://lab"
 
 
 @asynccontextmanager
 async def lab_client(
-    app: FastAPI, *, raise_app_exceptions: bool = True
+    app: FastAPI | LabApp, *, raise_app_exceptions: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Start `app` (its lifespan), yield a client bound to it, stop it on the way out.
+
+    `app` is any FastAPI app, or a `LabApp` from `create_app`.
 
     By default an error the app raises is raised in the caller too, as a test wants. With
     ``raise_app_exceptions=False`` the client gets whatever the app had sent before the error,
     as a client of a real server does (the error then stays on the server's side).
     """
-    async with app.router.lifespan_context(app):
+    fastapi = app.fastapi if isinstance(app, LabApp) else app
+    async with fastapi.router.lifespan_context(fastapi):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             yield client

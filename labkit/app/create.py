@@ -13,17 +13,24 @@ comes from outside, the way FastAPI lets anyone change an app it did not write:
 Each call makes a new copy, so a notebook can run several, with other options, side by side.
 The app runs in the notebook's own process (driven through `httpx.ASGITransport`), so a learner
 can time it, probe its event loop and inspect its pools from the next cell.
+
+`create_app` returns a `LabApp`: the FastAPI app and what it was made with (its databases,
+options and thread limit), as typed fields. It is an ASGI app itself, so anything that serves
+or drives an app takes it as it is; whatever wants the databases asks the `LabApp`, not the
+FastAPI app's untyped ``app.state``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import URL
+from starlette.types import Receive, Scope, Send
 
 from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.app.seed import create_and_seed
@@ -66,13 +73,35 @@ def copy_of(app: FastAPI) -> FastAPI:
     return copy
 
 
+@dataclass(frozen=True, eq=False)
+class LabApp:
+    """The learner's app as `create_app` made it: the FastAPI app and the databases behind it.
+
+    Calling it is calling `fastapi`, so it serves as an ASGI app (``lab_client(app)``,
+    uvicorn). Routes, middleware and dependency overrides are added on `fastapi`.
+    """
+
+    fastapi: FastAPI
+    sync_db: SyncDatabase
+    """The blocking and threadpool setups' database (`get_db`)."""
+    async_db: AsyncDatabase
+    """The async setup's database (`get_async_db`)."""
+    options: EngineOptions
+    """Both databases' engine options: simulated latency, pool size, ..."""
+    threads: int | None
+    """AnyIO's thread limit while the app runs (None: AnyIO's default, 40)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.fastapi(scope, receive, send)
+
+
 def create_app(
     database_url: str | URL | None = None,
     options: EngineOptions | None = None,
     *,
     threads: int | None = None,
     seed: bool = True,
-) -> FastAPI:
+) -> LabApp:
     """The learner's app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
 
     `options` (:class:`EngineOptions`): simulated latency per statement, pool size and overflow,
@@ -107,8 +136,7 @@ def create_app(
     app.router.lifespan_context = lifespan
     app.dependency_overrides[shop_database.get_db] = sync_db.get_db
     app.dependency_overrides[shop_database.get_async_db] = async_db.get_async_db
-    app.state.sync_db, app.state.async_db, app.state.engine_options = sync_db, async_db, options
     app.add_middleware(ServerTimingMiddleware)
     # Outermost: a client's cancel reaches none of the app.
     app.add_middleware(FinishEveryRequest, requests=requests)
-    return app
+    return LabApp(app, sync_db, async_db, options, threads)

@@ -16,11 +16,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy.engine import URL
 
 from labkit.app.client import lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions
 from labkit.bench.load import run_load
 from labkit.bench.model import ANYIO_THREADS, ThroughputModel
@@ -241,7 +240,7 @@ async def run_grid(
         progress.reset(total=sum(slices.values()) * rounds)
 
     async def one_slice(
-        client: httpx.AsyncClient, app: FastAPI, point: tuple[str, int, float], round_: int
+        client: httpx.AsyncClient, app: LabApp, point: tuple[str, int, float], round_: int
     ) -> LoadResult:
         setup, c, latency = point
         if progress is not None:

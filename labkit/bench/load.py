@@ -21,11 +21,11 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
+from labkit.app.create import LabApp
+from labkit.app.databases import AsyncDatabase, SyncDatabase
 from labkit.app.seed import seed_users
 from labkit.bench.results import LoadResult
 from labkit.bench.setups import SETUPS, setup_named
@@ -62,12 +62,12 @@ def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
     return lambda i: template.replace("{id}", str(i % count + 1))
 
 
-def engine_for(app: FastAPI, setup: str) -> Engine | AsyncEngine | None:
+def engine_for(app: LabApp, setup: str) -> Engine | AsyncEngine | None:
     """The engine behind a setup's routes in an app from `create_app` (None for other paths)."""
     if setup not in SETUPS:
         return None
     lab: SyncDatabase | AsyncDatabase
-    lab = app.state.async_db if setup_named(setup).uses_async_session else app.state.sync_db
+    lab = app.async_db if setup_named(setup).uses_async_session else app.sync_db
     return lab.engine
 
 
@@ -170,7 +170,7 @@ async def run_load(
     *,
     requests: int,
     concurrency: int,
-    app: FastAPI | None = None,
+    app: LabApp | None = None,
     warmup: int = 0,
     health_every_s: float | None = None,
     lag_interval_s: float = 0.001,
@@ -179,8 +179,10 @@ async def run_load(
 ) -> LoadResult:
     """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.
 
-    `app`: the lab app behind `client`; given, the setup's engine and AnyIO's threadpool are
-    watched too. `warmup` requests go first, unmeasured, so the pool has its connections.
+    `app`: the lab app behind `client` (`create_app`'s); given, the setup's engine is watched
+    too, and the result has the app's latency and pool size. An app the lab did not build, or
+    a server elsewhere, is measured from outside: leave `app` out.
+    `warmup` requests go first, unmeasured, so the pool has its connections.
     `health_every_s`: also poll ``/health`` that often, to see what the load does to others.
     `ids`: how many ids ``{id}`` in a path cycles through (see `route_for`).
     Failures are counted in the result, never raised; cancelling stops sending and lets the
@@ -194,7 +196,7 @@ async def run_load(
     record = _Recorder(progress)
     gauge = ThreadGauge()
     engine = engine_for(app, setup) if app is not None else None
-    options: EngineOptions | None = getattr(app.state, "engine_options", None) if app else None
+    options = app.options if app is not None else None
     stop_health = asyncio.Event()
     health_task = None
     with ExitStack() as stack:

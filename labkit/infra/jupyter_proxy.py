@@ -20,7 +20,6 @@ Two halves:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from html import escape
@@ -32,11 +31,9 @@ import psutil
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labkit.infra.ports import LOOPBACK
+from labkit.settings import HUB_PREFIX, lab_settings
 
 PREFIX_HEADER = b"x-forwarded-prefix"
-HUB_PREFIX = "JUPYTERHUB_SERVICE_PREFIX"
-"""Where JupyterHub (so Binder) tells a user's server, and its kernels, its base URL."""
-HUB_TOKEN = "JUPYTERHUB_API_TOKEN"
 
 
 class ProxyPrefix:
@@ -151,7 +148,7 @@ def running_servers() -> list[JupyterServer]:
         except (OSError, ValueError):
             continue
         if psutil.pid_exists(info.get("pid", -1)) and "url" in info:
-            token = info.get("token") or os.environ.get(HUB_TOKEN, "")
+            token = info.get("token") or lab_settings().hub_token
             servers.append(JupyterServer(info["url"], info.get("base_url", "/"), token))
     return servers
 
@@ -206,7 +203,7 @@ def address_of(port: int) -> Address:
             "jupyter-server-proxy installed? `pip install -r requirements.txt`, then restart "
             "JupyterLab); it opens only in a browser on this machine"
         )
-    elif prefix := os.environ.get(HUB_PREFIX):
+    elif prefix := lab_settings().hub_prefix:
         href = f"{prefix.rstrip('/')}/proxy/{port}"
         how = f"through the proxy of this JupyterHub server ({HUB_PREFIX} = {prefix})"
         return Address(href, href, direct, {}, how, through_proxy=True)

@@ -15,7 +15,6 @@ leaves nothing the next run sees. A lesson about one database on purpose (SQLite
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -27,7 +26,7 @@ from labkit.infra.postgres import (
     fresh_postgres_database,
 )
 from labkit.infra.reaper import when_this_process_ends
-from labkit.settings import DATA_DIR, fresh_sqlite_url
+from labkit.settings import DATA_DIR, fresh_sqlite_database, lab_settings
 
 BACKENDS = ("sqlite", "postgresql")
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
@@ -37,10 +36,7 @@ __all__ = ["BACKENDS", "describe_database", "fresh_database", "selected_backend"
 
 def selected_backend() -> str:
     """The backend `DATABASE_URL` selects: ``postgresql`` for a PostgreSQL URL, else ``sqlite``."""
-    url = os.environ.get("DATABASE_URL")
-    if url and make_url(url).get_backend_name() == "postgresql":
-        return "postgresql"
-    return "sqlite"
+    return lab_settings().backend
 
 
 def fresh_database(name: str, backend: str | None = None) -> URL:
@@ -51,7 +47,7 @@ def fresh_database(name: str, backend: str | None = None) -> URL:
     """
     backend = backend or selected_backend()
     if backend == "sqlite":
-        return fresh_sqlite_url(name)
+        return fresh_sqlite_database(name)
     if backend != "postgresql":
         raise ValueError(f"no backend {backend!r}: one of {BACKENDS}")
     server = find_server()

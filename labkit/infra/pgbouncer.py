@@ -30,8 +30,9 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from labkit.infra.ports import free_port
-from labkit.infra.postgres import REQUIRE_POSTGRES, PostgresServer, run_as_user
+from labkit.infra.postgres import PostgresServer, run_as_user
 from labkit.infra.reaper import cancel, terminate, when_this_process_ends
+from labkit.settings import lab_settings
 
 HOW_TO_GET_IT = "install it (Debian: apt-get install pgbouncer; Binder: apt.txt lists it)"
 
@@ -87,7 +88,7 @@ def pgbouncer_if_any() -> tuple[str | None, str]:
     try:
         return pgbouncer_program(), "found"
     except NoPgBouncer as exc:
-        if os.environ.get(REQUIRE_POSTGRES):
+        if lab_settings().require_postgres:
             raise
         return None, str(exc)
 

@@ -8,8 +8,9 @@ likely to be, in this order, and says why when it finds none:
 3. PostgreSQL's own programs (``initdb``, ``pg_ctl``), as Debian and Binder's ``apt.txt`` install
    them: a throwaway server in a temporary folder on a free loopback port, stopped at exit.
 
-Experiments never touch the database they found: `scratch_database()` creates a new one beside
-it and drops it afterwards, so nothing is left behind and runs never see each other's rows.
+Experiments never touch the database they found: `fresh_postgres_database()` creates a new one
+beside it (`throwaway_database()`: with a random name, dropped after the block), so runs never
+see each other's rows.
 """
 
 from __future__ import annotations
@@ -33,11 +34,8 @@ from sqlalchemy.engine import URL, make_url
 
 from labkit.infra.ports import free_port
 from labkit.infra.reaper import cancel, when_this_process_ends
-from labkit.settings import database_url, safe_url
+from labkit.settings import database_url, lab_settings, safe_url
 
-REQUIRE_POSTGRES = "LAB_REQUIRE_POSTGRES"
-"""Set (as CI does) so that where no server is found, the tests and notebooks that need one fail
-instead of being skipped."""
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HOW_TO_GET_ONE = (
     "To run the PostgreSQL parts: set DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DB, "
@@ -237,9 +235,9 @@ def find_server() -> PostgresServer:
     global _found
     if _found is not None:
         return _found
-    configured = os.environ.get("DATABASE_URL")
-    if configured and make_url(configured).get_backend_name() == "postgresql":
-        url = database_url(configured)
+    settings = lab_settings()
+    if settings.backend == "postgresql":
+        url = database_url(settings.database_url)
         reason = _answers(url)
         if reason is not None:
             raise NoPostgres(f"DATABASE_URL={safe_url(url)} does not answer: {reason}")
@@ -270,7 +268,7 @@ def server_if_any() -> tuple[PostgresServer | None, str]:
     try:
         server = find_server()
     except NoPostgres as exc:
-        if os.environ.get(REQUIRE_POSTGRES):
+        if lab_settings().require_postgres:
             raise
         return None, str(exc)
     return server, str(server)
@@ -289,8 +287,8 @@ def run_admin(server: PostgresServer, sql: str) -> None:
 def fresh_postgres_database(server: PostgresServer, name: str) -> URL:
     """An empty database `name` on `server`: any earlier one of that name is dropped first.
 
-    The PostgreSQL counterpart of `settings.fresh_sqlite_url`: a notebook that runs again, or
-    after another, starts from the same state. Drop it at the end with `drop_database`.
+    The PostgreSQL counterpart of `settings.fresh_sqlite_database`: a notebook that runs again,
+    or after another, starts from the same state. Drop it at the end with `drop_database`.
     """
     drop_database(server, name)
     run_admin(server, f'CREATE DATABASE "{name}"')
@@ -303,7 +301,7 @@ def drop_database(server: PostgresServer, name: str) -> None:
 
 
 @contextmanager
-def scratch_database(server: PostgresServer, prefix: str = "lab") -> Iterator[URL]:
+def throwaway_database(server: PostgresServer, prefix: str = "lab") -> Iterator[URL]:
     """A new database with a random name on `server` for the block; dropped afterwards."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     try:

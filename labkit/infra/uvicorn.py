@@ -1,52 +1,44 @@
-"""The lab's app over a real socket: under uvicorn in this process, or in processes of its own.
+"""Servers on a real socket: uvicorn in this process, or a server process of its own.
 
 In process, through httpx's ASGI transport, a request returns only once the app has finished
 with it: whatever the app does after sending the response (a ``yield`` dependency's exit code,
-background tasks) happens before the client sees the answer. `serving` runs an app under
-uvicorn on this event loop, on a real loopback socket, so a notebook sees what a client of a
-real server sees, and keeps every object the app touches in reach.
+background tasks) happens before the client sees the answer. `uvicorn_in_process` runs an app
+under uvicorn on this event loop, on a real loopback socket, so a notebook sees what a client
+of a real server sees, and keeps every object the app touches in reach.
 
 In process, the app and the load also share one event loop and one interpreter lock. To check
-that this does not distort the numbers, `served` starts the app under uvicorn in a process of
-its own (on 127.0.0.1, a free port) and `drive_elsewhere` loads it from a third process, as a
-real client would. All three end with the block or the call: nothing is left listening.
+that this does not distort the numbers, `listening_process` runs a server in a process of its
+own (on 127.0.0.1, a free port) until the block ends: labkit.app.serve's `uvicorn_process`
+starts the lab's app that way. Either way nothing is left listening after the block.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import os
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
 import uvicorn
-from sqlalchemy.engine import URL, make_url
 from starlette.types import ASGIApp
 
 from labkit.infra.ports import LOOPBACK, free_port
 from labkit.infra.reaper import cancel, terminate, when_this_process_ends
 
-READY_FOLDER = "LAB_SERVE_READY"
-"""Where each worker of the lab's ``serve`` notes that it has started (a file named after its
-process id): the first answer to a request proves only that one worker is up, and which
-worker accepts a connection is the kernel's choice, so asking until each has answered can
-take long."""
-
 
 @asynccontextmanager
-async def serving(app: ASGIApp, *, startup_timeout_s: float = 10.0) -> AsyncIterator[str]:
+async def uvicorn_in_process(
+    app: ASGIApp, *, startup_timeout_s: float = 10.0
+) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on this event loop, on a free loopback port, for the block.
 
     Yields the base URL once uvicorn listens (the app's lifespan has run). On the way out the
@@ -72,7 +64,7 @@ async def serving(app: ASGIApp, *, startup_timeout_s: float = 10.0) -> AsyncIter
 
 @dataclass(frozen=True)
 class Server:
-    """A server `served` started: its base URL and the process that listens there."""
+    """A server `listening_process` started: its base URL and the process that listens there."""
 
     url: str
     pid: int
@@ -80,7 +72,7 @@ class Server:
     @property
     def port(self) -> int:
         port = urlsplit(self.url).port
-        assert port is not None  # `served` always names one
+        assert port is not None  # `listening_process` always names one
         return port
 
     def processes(self) -> list[psutil.Process]:
@@ -90,61 +82,58 @@ class Server:
 
 
 @contextmanager
-def served(
-    database_url: str | URL,
+def listening_process(
+    command: list[str],
+    port: int,
     *,
-    latency_ms: float = 0.0,
+    input_text: str = "",
+    env: Mapping[str, str] | None = None,
+    ready: Path | None = None,
     workers: int = 1,
     startup_timeout_s: float = 30.0,
-    extra_args: tuple[str, ...] = (),
-    app: str | None = None,
 ) -> Iterator[Server]:
-    """Run ``python -m labkit serve`` for the block, with `workers` processes; yield the
-    `Server` once ``/health`` answers.
+    """Run `command`, a server that will listen on 127.0.0.1:`port`, for the block; yield the
+    `Server` once ``/health`` answers (and, with `ready`, once `workers` files are in it: one
+    per worker process that has started).
 
-    With `app` (``MODULE:APP``), run ``uvicorn MODULE:APP`` instead: an app as its author serves
-    it, with nothing of the lab's (so no simulated latency either).
-    The database URL goes through the environment (``DATABASE_URL``), not the command line,
-    where other users of the machine could read a password. On the way out the server is
-    stopped as ``kill`` stops it (SIGTERM), and uvicorn stops its workers.
+    `input_text` is written to the command's stdin, which is then closed: settings that hold a
+    password go there, not on the command line, where other users of the machine could read
+    them. `env`: the command's environment (default: this process's). On the way out the
+    server is stopped as ``kill`` stops it (SIGTERM), and uvicorn stops its workers; a killed
+    kernel stops it too (labkit.infra.reaper).
     """
-    port = free_port()
-    url = make_url(database_url).render_as_string(hide_password=False)
-    if app is None:
-        command = [sys.executable, "-m", "labkit", "serve", "--port", str(port)]
-        command += ["--latency", str(latency_ms), "--workers", str(workers), *extra_args]
-    elif latency_ms:
-        raise ValueError("simulated latency is the lab's app's option, not uvicorn's")
-    else:
-        command = [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(port)]
-        command += ["--workers", str(workers), *extra_args]
     base = f"http://{LOOPBACK}:{port}"
     # stderr to a file, not a pipe: a pipe nobody reads fills up and stalls a chatty server.
-    with (
-        tempfile.TemporaryDirectory(prefix="lab-serve-") as ready,
-        tempfile.TemporaryFile("w+") as errors,
-    ):
+    with tempfile.TemporaryFile("w+") as errors:
         server = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": url, READY_FOLDER: ready},
+            env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=errors,
+            text=True,
         )
         key = f"stop server {server.pid}"
-        when_this_process_ends(key, terminate, pid=server.pid)  # a killed kernel stops it too
+        when_this_process_ends(key, terminate, pid=server.pid)
         try:
+            assert server.stdin is not None  # stdin=PIPE
+            # A server that stopped at once closed its end: the wait below says why.
+            with contextlib.suppress(BrokenPipeError), server.stdin:
+                server.stdin.write(input_text)
             _wait_until_healthy(server, base, errors, startup_timeout_s)
-            if app is None:
-                _wait_for_workers(server, Path(ready), workers, startup_timeout_s)
+            if ready is not None:
+                _wait_for_workers(server, ready, workers, startup_timeout_s)
             yield Server(base, server.pid)
         finally:
             cancel(key)
             _stop(server)
 
 
-def _stop(server: subprocess.Popen[bytes]) -> None:
+def _stop(server: subprocess.Popen[str]) -> None:
     """Stop as Ctrl+C does (uvicorn then stops its workers), or, after 10 s, kill it and all
-    it started."""
+    it started. One that has already ended (and was reaped) has nothing left to stop."""
+    if server.poll() is not None:
+        return
     started = psutil.Process(server.pid).children(recursive=True)
     server.terminate()
     try:
@@ -157,7 +146,7 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_until_healthy(
-    server: subprocess.Popen[bytes], base: str, errors: IO[str], timeout_s: float
+    server: subprocess.Popen[str], base: str, errors: IO[str], timeout_s: float
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -174,24 +163,13 @@ def _wait_until_healthy(
 
 
 def _wait_for_workers(
-    server: subprocess.Popen[bytes], ready: Path, workers: int, timeout_s: float
+    server: subprocess.Popen[str], ready: Path, workers: int, timeout_s: float
 ) -> None:
-    """Until each of the `workers` processes has started its app (`READY_FOLDER`)."""
+    """Until each of the `workers` processes has noted in `ready` that it has started: the
+    first answer to a request proves only that one worker is up, and which worker accepts a
+    connection is the kernel's choice, so asking until each has answered can take long."""
     deadline = time.monotonic() + timeout_s
     while len(list(ready.iterdir())) < workers:
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"only {len(list(ready.iterdir()))} of {workers} workers started")
         time.sleep(0.02)
-
-
-def drive_elsewhere(
-    base_url: str, setup: str, *, requests: int, concurrency: int
-) -> dict[Hashable, Any]:
-    """Run ``python -m labkit drive`` against `base_url` in another process; its result row."""
-    command = [sys.executable, "-m", "labkit", "drive", base_url, "--setup", setup]
-    command += ["--requests", str(requests), "--concurrency", str(concurrency), "--csv", "-"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
-    import pandas as pd  # here: a process that only serves never needs it
-
-    (row,) = pd.read_csv(io.StringIO(done.stdout)).to_dict("records")
-    return row

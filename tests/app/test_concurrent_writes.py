@@ -15,12 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select, text
 from support import assert_nothing_held
 
 from labkit.app.client import lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions
 from labkit.bench.setups import SETUPS
 from labkit.settings import sqlite_url
@@ -38,7 +37,7 @@ enough that a pool deadlock shows as 503s inside the run's budget: see `post_con
 RUN_BUDGET_S = 30.0
 
 
-def make_app(tmp_path: Path, sqlite_timeout_s: float | None = None) -> FastAPI:
+def make_app(tmp_path: Path, sqlite_timeout_s: float | None = None) -> LabApp:
     options = EngineOptions(pool_timeout=POOL_TIMEOUT_S, sqlite_timeout_s=sqlite_timeout_s)
     return create_app(sqlite_url(tmp_path / "lab.db"), options)
 
@@ -66,7 +65,7 @@ async def post_concurrently(
 
 
 def assert_rows_are_exactly_the_successes(
-    app: FastAPI, setup: str, responses: list[httpx.Response]
+    app: LabApp, setup: str, responses: list[httpx.Response]
 ) -> list[httpx.Response]:
     """Every answer is a 201 or a retryable 503; the stored rows are the 201s, once each.
 
@@ -78,7 +77,7 @@ def assert_rows_are_exactly_the_successes(
         assert response.headers["retry-after"]
         assert response.json()["detail"].endswith("; retry")
     created = {(r.json()["id"], r.json()["email"]) for r in responses if r.status_code == 201}
-    with app.state.sync_db.SessionLocal() as session:
+    with app.sync_db.SessionLocal() as session:
         rows = session.execute(
             select(User.id, User.email).where(User.email.like(f"writer%.{setup}@example.com"))
         ).all()
@@ -91,12 +90,12 @@ def assert_rows_are_exactly_the_successes(
 async def test_sqlite_connections_use_wal_and_wait_for_the_write_lock(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with lab_client(app):
-        with app.state.sync_db.engine.connect() as conn:
+        with app.sync_db.engine.connect() as conn:
             sync_settings = (
                 conn.scalar(text("PRAGMA journal_mode")),
                 conn.scalar(text("PRAGMA busy_timeout")),
             )
-        async with app.state.async_db.engine.connect() as aconn:
+        async with app.async_db.engine.connect() as aconn:
             async_settings = (
                 await aconn.scalar(text("PRAGMA journal_mode")),
                 await aconn.scalar(text("PRAGMA busy_timeout")),

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from support import admin
 
 from labkit.app.client import BASE_URL, lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions
 from labkit.bench.setups import SETUPS
 from labkit.settings import sqlite_url
@@ -41,10 +41,10 @@ assert SQLITE_TIMEOUT_S > FAST_S
 PATHS = [f"/{setup}/users/1" for setup in SETUPS] + ["/eager/sync", "/eager/async"]
 
 
-def add_eager_routes(app: FastAPI) -> None:
+def add_eager_routes(app: LabApp) -> None:
     """Test-only routes whose dependency connects before ``yield``, so an outage is raised
     inside the dependency rather than in the route."""
-    sync_db, async_db = app.state.sync_db, app.state.async_db
+    sync_db, async_db = app.sync_db, app.async_db
 
     def connected_db() -> Iterator[Session]:
         with sync_db.SessionLocal() as session:
@@ -56,11 +56,11 @@ def add_eager_routes(app: FastAPI) -> None:
             await session.connection()
             yield session
 
-    @app.get("/eager/sync")
+    @app.fastapi.get("/eager/sync")
     def eager_sync(db: Annotated[Session, Depends(connected_db)]) -> dict[str, bool]:
         return {"connected": db.in_transaction()}
 
-    @app.get("/eager/async")
+    @app.fastapi.get("/eager/async")
     async def eager_async(
         db: Annotated[AsyncSession, Depends(connected_async_db)],
     ) -> dict[str, bool]:
@@ -94,9 +94,9 @@ def assert_all_served(found: dict[str, tuple[int, str, float]]) -> None:
     assert {path: status for path, (status, _, _) in found.items()} == dict.fromkeys(PATHS, 200)
 
 
-async def empty_pools(app: FastAPI) -> None:
-    app.state.sync_db.dispose()
-    await app.state.async_db.dispose()
+async def empty_pools(app: LabApp) -> None:
+    app.sync_db.dispose()
+    await app.async_db.dispose()
 
 
 async def test_unusable_sqlite_file_gives_fast_503_and_the_app_recovers(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ async def test_a_missing_table_is_a_500_not_an_outage(tmp_path: Path) -> None:
     It is a bug, not an outage: the app must not tell clients to retry it forever."""
     app = create_app(sqlite_url(tmp_path / "lab.db"))
     async with lab_client(app) as client:
-        with app.state.sync_db.engine.begin() as conn:
+        with app.sync_db.engine.begin() as conn:
             conn.execute(text("DROP TABLE posts"))
             conn.execute(text("DROP TABLE users"))
         for setup in SETUPS:

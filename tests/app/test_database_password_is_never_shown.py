@@ -37,11 +37,11 @@ URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:(?!\*\*\*@)[^\
 
 def shown_by(app: Any) -> list[str]:
     """What the app's objects say of themselves: reprs of setups, engines, pools, factories."""
-    things = [app.state.sync_db, app.state.async_db]
+    things = [app.sync_db, app.async_db]
     for db in things[:]:
         things += [db.engine, db.engine.url, db.engine.pool, db.ledger]
-    things.append(app.state.sync_db.SessionLocal)
-    things.append(app.state.async_db.AsyncSessionLocal)
+    things.append(app.sync_db.SessionLocal)
+    things.append(app.async_db.AsyncSessionLocal)
     return [repr(thing) for thing in things] + [str(thing) for thing in things]
 
 
@@ -86,16 +86,16 @@ async def test_password_absent_when_the_server_is_unreachable(
                 shown += [response.text, str(response.headers)]
 
     with pytest.raises(Exception) as sync_failure:
-        app.state.sync_db.engine.connect()
+        app.sync_db.engine.connect()
     with pytest.raises(Exception) as async_failure:
-        async with app.state.async_db.engine.connect():
+        async with app.async_db.engine.connect():
             pass
     with pytest.raises(ValueError) as unsupported:
         database_url(f"mysql://lab:{PASSWORD}@127.0.0.1/lab")
     for failure in (sync_failure, async_failure, unsupported):
         shown += [str(failure.value), repr(failure.value), traceback_of(failure.value)]
-    app.state.sync_db.dispose()
-    await app.state.async_db.dispose()
+    app.sync_db.dispose()
+    await app.async_db.dispose()
 
     printed = capsys.readouterr()
     assert_password_absent(shown + logged(everything_logged) + [printed.out, printed.err])
@@ -125,7 +125,7 @@ async def test_password_absent_while_the_app_serves_and_fails(
             ]
             assert [r.status_code for r in responses] == [200, 404, 422, 201, 409]
             shown += [r.text for r in responses]
-        with app.state.sync_db.engine.connect() as conn:  # cut every connection of the app
+        with app.sync_db.engine.connect() as conn:  # cut every connection of the app
             conn.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -22,7 +22,7 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from support import every_backend, held
 
 from labkit.app.client import lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions
 from labkit.bench.setups import SETUPS
 from labkit.settings import sqlite_url
@@ -55,32 +55,32 @@ class RouteFailed(RuntimeError):
     """Raised on purpose inside a route, after it has used its session."""
 
 
-def add_failing_routes(app: FastAPI) -> None:
+def add_failing_routes(app: LabApp) -> None:
     """``GET /{setup}/work?fail=``: two queries on the setup's session, then fail if asked.
 
     Two statements, each with the simulated wait, so that a cancellation or a timeout can fall
     between them while the session holds a pooled connection.
     """
-    sync_db, async_db = app.state.sync_db, app.state.async_db
+    sync_db, async_db = app.sync_db, app.async_db
     SyncSession = Annotated[Session, Depends(sync_db.get_db)]
     AsyncSessionDep = Annotated[AsyncSession, Depends(async_db.get_async_db)]
     count_users = select(func.count()).select_from(User)
 
-    @app.get("/blocking/work")
+    @app.fastapi.get("/blocking/work")
     async def blocking_work(db: SyncSession, fail: bool = False) -> dict[str, int]:
         users = db.scalar(count_users) + db.scalar(count_users)
         if fail:
             raise RouteFailed("raised inside the route")
         return {"users": users}
 
-    @app.get("/threadpool/work")
+    @app.fastapi.get("/threadpool/work")
     def threadpool_work(db: SyncSession, fail: bool = False) -> dict[str, int]:
         users = db.scalar(count_users) + db.scalar(count_users)
         if fail:
             raise RouteFailed("raised inside the route")
         return {"users": users}
 
-    @app.get("/async/work")
+    @app.fastapi.get("/async/work")
     async def async_work(db: AsyncSessionDep, fail: bool = False) -> dict[str, int]:
         users = await db.scalar(count_users) + await db.scalar(count_users)
         if fail:
@@ -88,7 +88,7 @@ def add_failing_routes(app: FastAPI) -> None:
         return {"users": users}
 
 
-async def held_after_cleanup(app: FastAPI) -> dict[str, int]:
+async def held_after_cleanup(app: LabApp) -> dict[str, int]:
     """`held` once the app has finished the requests whose client left (they run on to their
     end, as under a server), or when the budget for that is spent."""
     deadline = time.monotonic() + CLEANUP_BUDGET_S
@@ -152,7 +152,7 @@ async def test_every_session_closes_and_every_connection_returns_after_failures(
 
     expected = {"200", "503", "raised in route", "client timed out", "client cancelled"}
     assert set(endings) == expected, endings  # every way of ending happened, and no other
-    ledger = app.state.async_db.ledger if setup == "async" else app.state.sync_db.ledger
+    ledger = app.async_db.ledger if setup == "async" else app.sync_db.ledger
     assert ledger.opened >= endings["200"] + endings["raised in route"] + 1  # + the last request
     assert left_over == dict.fromkeys(left_over, 0), (left_over, endings)
     assert after.status_code == 200
@@ -178,5 +178,5 @@ async def test_a_request_cancelled_mid_query_closes_its_session_only_after_the_r
             await request
         left_over = await held_after_cleanup(app)
     assert left_over == dict.fromkeys(left_over, 0)
-    ledger = app.state.async_db.ledger if setup == "async" else app.state.sync_db.ledger
+    ledger = app.async_db.ledger if setup == "async" else app.sync_db.ledger
     assert ledger.opened == 1

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from labkit.app.client import lab_client
-from labkit.infra.for_browser import page_assets
+from labkit.app.create import LabApp
+from labkit.app.for_browser import page_assets
 from labkit.infra.jupyter_proxy import ProxyPrefix
 from labkit.shop.main import app as learners_app
 
@@ -46,7 +46,7 @@ async def test_the_learners_app_loads_its_docs_from_a_cdn() -> None:
 
 @pytest.mark.parametrize("docs", ["/docs", "/redoc"])
 async def test_docs_and_all_they_load_come_from_the_app(
-    make_app: Callable[..., FastAPI], docs: str
+    make_app: Callable[..., LabApp], docs: str
 ) -> None:
     async with lab_client(make_app()) as client:
         page = await client.get(docs)
@@ -58,10 +58,10 @@ async def test_docs_and_all_they_load_come_from_the_app(
 
 
 async def test_behind_a_proxy_the_docs_link_under_its_prefix(
-    make_app: Callable[..., FastAPI],
+    make_app: Callable[..., LabApp],
 ) -> None:
     app = make_app()
-    app.add_middleware(ProxyPrefix)
+    app.fastapi.add_middleware(ProxyPrefix)
     proxy = {"X-Forwarded-Prefix": PREFIX}  # what jupyter-server-proxy sends; it strips PREFIX
     async with lab_client(app) as client:
         page = await client.get("/docs", headers=proxy)

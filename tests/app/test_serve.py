@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy.engine import URL
 
 from labkit.__main__ import main
-from labkit.app.serve import WORKER_HEADER, worker_name
+from labkit.app.serve import WORKER_HEADER, uvicorn_process, worker_name
 from labkit.bench.setups import SETUPS
 from labkit.bench.socket_load import SocketLoad
 from labkit.infra.postgres import libpq_url
-from labkit.infra.uvicorn import Server, served
+from labkit.infra.uvicorn import Server
 from labkit.lessons.workers.throughput import CpuUse, WorkersBound, WorkersPoint, cpu_used
 from labkit.settings import sqlite_url
 
@@ -78,7 +78,7 @@ def wait_until_gone(pids: set[int], timeout_s: float = 10.0) -> set[int]:
 def test_two_workers_both_answer_and_none_outlives_the_server(tmp_path: Path) -> None:
     """``--workers 2`` runs two processes under the server that both answer requests; after the
     block every process the server started (workers, resource tracker) has exited."""
-    with served(sqlite_url(tmp_path / "lab.db"), workers=2) as server:
+    with uvicorn_process(sqlite_url(tmp_path / "lab.db"), workers=2) as server:
         pids = worker_pids(server, ["/async/users/1"])
         started = {process.pid for process in server.processes()}
         assert len(pids) == 2, pids
@@ -91,7 +91,7 @@ def test_two_workers_both_answer_and_none_outlives_the_server(tmp_path: Path) ->
 def test_each_worker_names_its_postgres_connections_after_its_pid(postgres_url: URL) -> None:
     """On PostgreSQL, every connection the workers open shows ``application_name`` "lab worker
     PID" in ``pg_stat_activity``, one name per worker that answered, on every driver."""
-    with served(postgres_url, workers=2) as server:
+    with uvicorn_process(postgres_url, workers=2) as server:
         paths = [f"/{setup}/users/1" for setup in SETUPS]  # psycopg and asyncpg alike
         pids = worker_pids(server, paths)
         assert len(pids) == 2, pids

@@ -101,8 +101,8 @@ async def test_two_requests_get_two_distinct_sessions(app_client, caplog) -> Non
         numbers = [int(words[2]) for words in events]
         assert [words[3] for words in events] == ["opened", "closed", "opened", "closed"]
         assert numbers[0] == numbers[1] != numbers[2] == numbers[3]
-    assert app.state.sync_db.ledger.opened == 4
-    assert app.state.async_db.ledger.opened == 2
+    assert app.sync_db.ledger.opened == 4
+    assert app.async_db.ledger.opened == 2
     assert_nothing_held(app)
 
 

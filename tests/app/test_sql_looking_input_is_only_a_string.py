@@ -33,12 +33,12 @@ def bound_values(parameters: Any) -> list[Any]:
 
 async def test_sql_in_a_query_or_a_name_is_bound_and_the_table_stays_intact(db_url: URL) -> None:
     app = create_app(db_url)
-    engines = {"blocking": app.state.sync_db.engine, "threadpool": app.state.sync_db.engine}
-    engines["async"] = app.state.async_db.engine
+    engines = {"blocking": app.sync_db.engine, "threadpool": app.sync_db.engine}
+    engines["async"] = app.async_db.engine
     async with lab_client(app) as client:
-        with app.state.sync_db.SessionLocal() as session:
+        with app.sync_db.SessionLocal() as session:
             users_before = session.scalar(select(func.count()).select_from(User))
-        tables_before = inspect(app.state.sync_db.engine).get_table_names()
+        tables_before = inspect(app.sync_db.engine).get_table_names()
 
         for setup in SETUPS:
             for text in LOOKS_LIKE_SQL:
@@ -56,6 +56,6 @@ async def test_sql_in_a_query_or_a_name_is_bound_and_the_table_stays_intact(db_u
             stored = await client.get(f"/{setup}/users/{created.json()['id']}")
             assert stored.json()["name"] == ROBERT
 
-        with app.state.sync_db.SessionLocal() as session:
+        with app.sync_db.SessionLocal() as session:
             assert session.scalar(select(func.count()).select_from(User)) == users_before + 3
-        assert inspect(app.state.sync_db.engine).get_table_names() == tables_before
+        assert inspect(app.sync_db.engine).get_table_names() == tables_before

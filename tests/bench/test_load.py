@@ -240,7 +240,7 @@ async def test_cancelled_run_leaves_no_task_session_or_connection(make_app, setu
             await run
         assert asyncio.all_tasks() == before
         assert_nothing_held(app)
-        used = app.state.async_db if setup == "async" else app.state.sync_db
+        used = app.async_db if setup == "async" else app.sync_db
         assert used.ledger.opened >= 10  # every client had a request in flight
 
 

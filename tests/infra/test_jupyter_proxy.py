@@ -17,9 +17,10 @@ import psutil
 import pytest
 from support import JupyterLab, jupyter_lab, refuses_connections
 
-from labkit.infra.for_browser import check_docs
+from labkit.app.for_browser import check_docs
+from labkit.app.serve import uvicorn_process
 from labkit.infra.jupyter_proxy import Address, address_of
-from labkit.infra.uvicorn import Server, served
+from labkit.infra.uvicorn import Server
 from labkit.settings import sqlite_url
 
 pytestmark = pytest.mark.slow
@@ -36,8 +37,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    """``python -m labkit serve`` on a free port, on a database of its own; gone afterwards."""
-    with served(sqlite_url(tmp_path / "lab.db")) as server:
+    """The lab's app in a process of its own on a free port, on a database of its own; gone
+    afterwards."""
+    with uvicorn_process(sqlite_url(tmp_path / "lab.db")) as server:
         yield server
     assert refuses_connections(server.port)
     assert not psutil.pid_exists(server.pid) or psutil.Process(server.pid).status() == "zombie"
@@ -84,7 +86,7 @@ def test_a_kernel_of_the_jupyter_server_links_through_its_proxy(
         printed = run(
             "import json\n"
             "from labkit.infra.jupyter_proxy import address_of\n"
-            "from labkit.infra.for_browser import check_docs\n"
+            "from labkit.app.for_browser import check_docs\n"
             f"address = address_of({port})\n"
             "check = check_docs(address)\n"
             "print(json.dumps({'href': address.link('/docs').href, 'proxy': address.through_proxy,"

@@ -23,7 +23,6 @@ from support import cannot_run, refuses_connections
 import labkit.infra.pgbouncer as pgbouncer_module
 from labkit.infra.pgbouncer import NoPgBouncer, pgbouncer, pgbouncer_if_any
 from labkit.infra.postgres import (
-    REQUIRE_POSTGRES,
     NoPostgres,
     PostgresServer,
     fresh_postgres_database,
@@ -38,6 +37,7 @@ from labkit.lessons.workers.max_connections import (
     connections_until_refused,
     until_server_holds_only,
 )
+from labkit.settings import REQUIRE_POSTGRES
 
 TOO_MANY = "sorry, too many clients already"
 

@@ -28,8 +28,8 @@ from labkit.infra.postgres import (
     PostgresServer,
     find_server,
     postgres_binaries,
-    scratch_database,
     start_throwaway_server,
+    throwaway_database,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +40,9 @@ def database_names(server: PostgresServer) -> set[str]:
         return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
 
 
-def test_a_scratch_database_is_new_and_is_dropped_afterwards(postgres_server) -> None:
+def test_a_throwaway_database_is_new_and_is_dropped_afterwards(postgres_server) -> None:
     before = database_names(postgres_server)
-    with scratch_database(postgres_server, prefix="lab_test") as url:
+    with throwaway_database(postgres_server, prefix="lab_test") as url:
         assert url.database not in before
         assert url.database in database_names(postgres_server)
     assert database_names(postgres_server) == before
@@ -53,8 +53,8 @@ async def test_the_app_on_postgres_uses_psycopg_and_asyncpg_and_waits_in_pg_slee
     postgres_url,
 ) -> None:
     app = create_app(postgres_url, EngineOptions(latency_ms=20))
-    assert app.state.sync_db.engine.dialect.driver == "psycopg"
-    assert app.state.async_db.engine.dialect.driver == "asyncpg"
+    assert app.sync_db.engine.dialect.driver == "psycopg"
+    assert app.async_db.engine.dialect.driver == "asyncpg"
     async with lab_client(app) as client:
         bodies = []
         for setup in SETUPS:
@@ -73,9 +73,9 @@ async def test_a_url_naming_psycopg_async_gives_the_async_setup_psycopg_instead_
     app = create_app(
         postgres_url.set(drivername="postgresql+psycopg_async"), EngineOptions(latency_ms=20)
     )
-    assert app.state.sync_db.engine.dialect.driver == "psycopg"
-    assert app.state.async_db.engine.dialect.driver == "psycopg"
-    assert app.state.async_db.engine.dialect.is_async
+    assert app.sync_db.engine.dialect.driver == "psycopg"
+    assert app.async_db.engine.dialect.driver == "psycopg"
+    assert app.async_db.engine.dialect.is_async
     async with lab_client(app) as client:
         start = time.perf_counter()
         found = await client.get("/async/users/9")

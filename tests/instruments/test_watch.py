@@ -135,12 +135,12 @@ async def test_while_waiting_names_what_each_setup_holds_in_its_wait(make_app) -
     """The table of notebook 00: a pooled connection each, and the loop, a worker thread, or
     (on aiosqlite) the connection's own thread where the wait runs; asyncpg's in no thread."""
     app = make_app(latency_ms=200)
-    engines = [app.state.sync_db.engine, app.state.async_db.engine]
+    engines = [app.sync_db.engine, app.async_db.engine]
     async with lab_client(app) as client:
         held = [
             await while_waiting(client, f"/{setup}/users/1", engines, at_s=0.1) for setup in SETUPS
         ]
-    on_aiosqlite = app.state.async_db.engine.url.get_driver_name() == "aiosqlite"
+    on_aiosqlite = app.async_db.engine.url.get_driver_name() == "aiosqlite"
     assert [seen.checked_out for seen in held] == [1, 1, 1]
     assert [seen.worker_threads for seen in held] == [0, 1, 0]
     assert [seen.waiting_in for seen in held] == [

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from labkit.app.client import BASE_URL, lab_client
-from labkit.app.create import create_app
+from labkit.app.create import LabApp, create_app
 from labkit.app.databases import EngineOptions, SyncDatabase
 from labkit.bench.load import run_load
 from labkit.bench.results import LoadResult
@@ -98,7 +98,7 @@ def limited_app(
     *,
     threads: int | None = None,
     limit: int | None = None,
-) -> FastAPI:
+) -> LabApp:
     """`create_app`'s app, with ``/released/users/{id}`` and the `limited_router` routes.
 
     `limit` defaults to what the pool can lend at once, ``pool_size + max_overflow``: the
@@ -106,13 +106,13 @@ def limited_app(
     engine; the app that makes the engine has to pass it on.
     """
     app = create_app(database_url, options, threads=threads)
-    app.include_router(released_router)
-    app.include_router(limited_router(options.pool if limit is None else limit))
+    app.fastapi.include_router(released_router)
+    app.fastapi.include_router(limited_router(options.pool if limit is None else limit))
     return app
 
 
 async def limit_runs(
-    app: FastAPI, points: Sequence[tuple[str, int]], *, requests: int
+    app: LabApp, points: Sequence[tuple[str, int]], *, requests: int
 ) -> dict[tuple[str, int], LoadResult]:
     """`requests` GETs for each ``(route, clients)`` of `points`, one run after the other, on
     `app` (a setup's name or a path, as `run_load` takes it). The app's log line per 503 is

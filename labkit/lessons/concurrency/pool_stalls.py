@@ -238,8 +238,8 @@ async def stall_run(
     app = create_app(database_url, options, threads=threads)
     in_flight: set[RequestSeen] = set()
     seen: list[RequestSeen] = []
-    app.add_middleware(_SeeRequests, in_flight=in_flight)
-    app.dependency_overrides[shop_database.get_db] = _noting_get_db(app.state.sync_db, seen)
+    app.fastapi.add_middleware(_SeeRequests, in_flight=in_flight)
+    app.fastapi.dependency_overrides[shop_database.get_db] = _noting_get_db(app.sync_db, seen)
     engine = engine_for(app, setup)
     if engine is None:
         raise ValueError(f"not a setup: {setup!r}")

@@ -111,7 +111,7 @@ async def thread_waits(database_url: str | URL | None, hold_s: float = 1.0) -> T
             if threading.get_ident() != loop_thread:
                 clock.setdefault("def query done", time.time())
 
-        engine = app.state.sync_db.engine
+        engine = app.sync_db.engine
         statements = [
             (engine, "before_cursor_execute", before_statement),
             (engine, "after_cursor_execute", after_statement),

@@ -307,7 +307,8 @@ async def stream_lag(client: httpx.AsyncClient, path: str, events: int) -> LagTr
     Each event's read runs on the event loop in an ``async def`` generator: with a sync session
     the loop is blocked until the database answers, and the probe wakes late by that long, once
     per read; with an `AsyncSession` the loop runs other tasks meanwhile, and the probe is on
-    time. The client must be on the same loop as the server (``labkit.infra.uvicorn.serving``).
+    time. The client must be on the same loop as the server
+    (``labkit.infra.uvicorn.uvicorn_in_process``).
     """
     async with event_stream(client, path) as stream:
         await stream.next_data()  # the stream is up: its opening costs are not counted
@@ -415,7 +416,7 @@ def after_response_app(
     (``/async-session/stats`` on `async_database`'s, if given).
 
     A pool timeout in an HTTP route is a 503, as in the main app. `in_flight` counts what the
-    app is still working on. Serve it with ``labkit.infra.uvicorn.serving`` to see what a
+    app is still working on. Serve it with ``labkit.infra.uvicorn.uvicorn_in_process`` to see what a
     client of a real server sees (in process, a client's call returns only after the
     background tasks); its sockets with ``labkit.app.client.lab_websocket``.
     """

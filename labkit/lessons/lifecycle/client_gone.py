@@ -64,7 +64,7 @@ from sqlalchemy.engine import URL
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
-from labkit.infra.uvicorn import serving
+from labkit.infra.uvicorn import uvicorn_in_process
 from labkit.instruments.events import listening
 from labkit.instruments.finishing import RequestGroup
 from labkit.instruments.watch import queue_pool, until
@@ -349,7 +349,7 @@ async def abandon_each(
     limits = httpx.Limits(max_keepalive_connections=0)  # a connection per request
     async with (
         group.open(),
-        serving(stage) as base,
+        uvicorn_in_process(stage) as base,
         httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client,
     ):
         # A server that has served a while has its worker threads: start them now, for the

@@ -123,7 +123,7 @@ class ServerLog:
 
     @contextmanager
     def uvicorn(self) -> Iterator[None]:
-        """uvicorn's log, for a block inside `serving`: uvicorn sets up its loggers as it
+        """uvicorn's log, for a block inside `uvicorn_in_process`: uvicorn sets up its loggers as it
         starts, and a handler added before would be gone."""
         with collect_log("uvicorn.error") as records:
             try:

@@ -16,8 +16,8 @@ request is noted on one clock (``time.perf_counter()``, the same in every thread
 - the caller notes when the client has the answer (`Timeline.note`).
 
 Served in process (``lab_client``) a request returns only once the app is done with it; served
-by uvicorn (``serving(app)``: in this process, over a real socket) the client can have its
-answer while the app still runs the dependency's exit code. `measure_steps` runs one `Case`
+by uvicorn (``uvicorn_in_process(app)``: in this process, over a real socket) the client can
+have its answer while the app still runs the dependency's exit code. `measure_steps` runs one `Case`
 several times, either way, and keeps each run's steps in a `RequestSteps`.
 
 The app also serves the ``scope="function"`` trap's routes (labkit.lessons.commit, shown
@@ -301,7 +301,7 @@ async def measure_steps(
     that is not kept (it may open the pool's first connection); keep each run's steps.
 
     `client` talks to a `request_steps_app` using `clock`: in process (``lab_client``) or over a
-    socket (an ``httpx.AsyncClient`` on ``serving(app)``'s URL), as `served` says.
+    socket (an ``httpx.AsyncClient`` on ``uvicorn_in_process(app)``'s URL), as `served` says.
     """
     kept: list[dict[str, float]] = []
     for run in range(runs + 1):  # run 0 is the one not kept; it reads user 1 too

@@ -32,10 +32,11 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import URL
 
+from labkit.app.databases import EngineOptions
+from labkit.app.serve import uvicorn_process
 from labkit.bench.model import Limit, ThroughputModel
 from labkit.bench.results import Tabular
 from labkit.bench.socket_load import SocketLoad, socket_load
-from labkit.infra.uvicorn import served
 
 SETUP = "async"
 
@@ -198,11 +199,16 @@ async def time_workers(
     pool_size: int,
     seconds: float,
 ) -> list[WorkersPoint]:
-    """``python -m labkit serve --workers W`` at each latency, each worker with a pool of
+    """The lab's app with W worker processes at each latency, each worker with a pool of
     `pool_size` (no overflow), loaded from this process by `clients` clients for `seconds`."""
-    pool = ("--pool-size", str(pool_size), "--max-overflow", "0")
     return [
-        await load_served(url, count, latency, clients=clients, seconds=seconds, extra_args=pool)
+        await load_served(
+            url,
+            count,
+            EngineOptions(latency_ms=latency, pool_size=pool_size, max_overflow=0),
+            clients=clients,
+            seconds=seconds,
+        )
         for count in workers
         for latency in latencies_ms
     ]
@@ -211,20 +217,19 @@ async def time_workers(
 async def load_served(
     url: str | URL,
     workers: int,
-    latency_ms: float = 0.0,
+    options: EngineOptions,
     *,
     clients: int,
     seconds: float,
-    extra_args: tuple[str, ...] = (),
 ) -> WorkersPoint:
-    """Serve the lab with `workers` processes (and `extra_args` for ``serve``), warm it up
+    """Serve the lab with `workers` processes, each with engines with `options`, warm it up
     (five requests per client: every pool connection opened), then load it with `clients`
     clients for `seconds` (`socket_load`), measuring the CPU it costs."""
-    with served(url, workers=workers, latency_ms=latency_ms, extra_args=extra_args) as server:
+    with uvicorn_process(url, options, workers=workers) as server:
         await socket_load(server.url, SETUP, requests=clients * 5, concurrency=clients)
         with cpu_used(server.processes()) as cpu:
             load = await socket_load(server.url, SETUP, seconds=seconds, concurrency=clients)
-    return WorkersPoint(workers, latency_ms, load, cpu[0])
+    return WorkersPoint(workers, options.latency_ms, load, cpu[0])
 
 
 @dataclass(frozen=True)

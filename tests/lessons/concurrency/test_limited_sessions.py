@@ -38,7 +38,7 @@ async def test_past_threads_plus_pool_the_limited_def_route_fails_none_on_few_th
     run = runs[LIMITED["threadpool"], 12]
     assert (run.ok, run.failed) == (24, 0)
     assert run.peak_threads <= 2  # waiting for a slot takes no worker thread
-    assert app.state.sync_db.ledger.open == 0
+    assert app.sync_db.ledger.open == 0
 
 
 async def test_a_limit_given_wins_over_the_pool_size(db_url: URL) -> None:
@@ -46,7 +46,7 @@ async def test_a_limit_given_wins_over_the_pool_size(db_url: URL) -> None:
     runs = await limit_runs(app, [(LIMITED["threadpool"], 4), (LIMITED["blocking"], 4)], requests=8)
     assert runs[LIMITED["threadpool"], 4].peak_threads == 1  # one request at a time
     assert all(run.ok == 8 for run in runs.values())
-    assert app.state.sync_db.ledger.open == 0
+    assert app.sync_db.ledger.open == 0
 
 
 @pytest.mark.slow  # waits out a pool timeout

@@ -16,7 +16,7 @@ from support import assert_nothing_held
 from labkit.app.client import event_stream, lab_client, lab_websocket
 from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.app.seed import create_and_seed, seed_users
-from labkit.infra.uvicorn import serving
+from labkit.infra.uvicorn import uvicorn_in_process
 from labkit.instruments.watch import collect_log
 from labkit.lessons.lifecycle.after_response import (
     InFlight,
@@ -48,7 +48,10 @@ async def serve_lesson(database: SyncDatabase) -> AsyncIterator[tuple[InFlight, 
     in_flight = InFlight()
     app = after_response_app(database, in_flight)
     no_reuse = httpx.Limits(max_keepalive_connections=0)
-    async with serving(app) as base, httpx.AsyncClient(base_url=base, limits=no_reuse) as client:
+    async with (
+        uvicorn_in_process(app) as base,
+        httpx.AsyncClient(base_url=base, limits=no_reuse) as client,
+    ):
         with collect_log("uvicorn.error") as errors, collect_log("labkit.shop.errors"):
             yield in_flight, client
             await in_flight.idle()
@@ -85,7 +88,7 @@ async def test_a_task_given_a_user_from_a_function_scoped_session_finds_it_detac
     database: SyncDatabase,
 ) -> None:
     in_flight = InFlight()
-    async with serving(after_response_app(database, in_flight)) as base:
+    async with uvicorn_in_process(after_response_app(database, in_flight)) as base:
         with collect_log("uvicorn.error") as errors:
             async with httpx.AsyncClient(base_url=base) as client:
                 response = await client.put("/function-scope/users/1/name", json=NAME)
@@ -216,7 +219,7 @@ async def test_a_sync_session_in_an_async_stream_holds_the_loop_for_every_read(
     create_and_seed(sync_db.engine)
     try:
         app = after_response_app(sync_db, InFlight(), async_db)
-        async with serving(app) as base, httpx.AsyncClient(base_url=base) as client:
+        async with uvicorn_in_process(app) as base, httpx.AsyncClient(base_url=base) as client:
             held = {}
             for path in ("/own-session/stats", "/async-session/stats"):
                 lags_ms = [lag * 1000 for lag in (await stream_lag(client, path, events)).lags_s]
@@ -280,23 +283,26 @@ async def test_a_session_per_message_holds_nothing_between_messages(
 # The in-process WebSocket client
 
 
-async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    try:
-        while True:
-            text = await websocket.receive_text()
-            if text == "fail":
-                raise ValueError("asked to fail")
-            await websocket.send_text(text.upper())
-    except WebSocketDisconnect:
-        websocket.app.state.closed_by_client = True
-
-
 async def refuse(websocket: WebSocket) -> None:
     await websocket.close(code=4001)
 
 
-def echo_app() -> FastAPI:
+def echo_app(closed_by_client: list[bool] | None = None) -> FastAPI:
+    """``/echo`` answers each text in capitals (and fails on "fail"); a client's close is noted
+    in `closed_by_client`. ``/refuse`` closes at once."""
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                text = await websocket.receive_text()
+                if text == "fail":
+                    raise ValueError("asked to fail")
+                await websocket.send_text(text.upper())
+        except WebSocketDisconnect:
+            if closed_by_client is not None:
+                closed_by_client.append(True)
+
     app = FastAPI()
     app.add_api_websocket_route("/echo", echo)
     app.add_api_websocket_route("/refuse", refuse)
@@ -304,12 +310,12 @@ def echo_app() -> FastAPI:
 
 
 async def test_lab_websocket_sends_receives_and_closes_from_the_client() -> None:
-    app = echo_app()
-    async with lab_websocket(app, "/echo") as socket:
+    closed_by_client: list[bool] = []
+    async with lab_websocket(echo_app(closed_by_client), "/echo") as socket:
         await socket.send_text("one")
         await socket.send_text("two")
         assert [await socket.receive_text(), await socket.receive_text()] == ["ONE", "TWO"]
-    assert app.state.closed_by_client
+    assert closed_by_client == [True]
 
 
 async def test_lab_websocket_reports_a_refusal_as_a_disconnect() -> None:

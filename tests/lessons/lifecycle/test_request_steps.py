@@ -24,7 +24,7 @@ from labkit.app.client import lab_client
 from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.app.seed import create_and_seed
 from labkit.display.timeline import plot_request_steps
-from labkit.infra.uvicorn import serving
+from labkit.infra.uvicorn import uvicorn_in_process
 from labkit.instruments.events import listening
 from labkit.instruments.latency import transaction_end_waits
 from labkit.lessons.lifecycle.request_steps import (
@@ -103,7 +103,7 @@ async def test_over_a_socket_the_client_has_its_answer_before_the_connection_is_
 ) -> None:
     clock = Timeline()
     app = request_steps_app(*databases, clock)
-    async with serving(app) as base, httpx.AsyncClient(base_url=base) as client:
+    async with uvicorn_in_process(app) as base, httpx.AsyncClient(base_url=base) as client:
         results = [
             await measure_steps(client, clock, c, served="over a socket", runs=RUNS) for c in CASES
         ]

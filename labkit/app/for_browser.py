@@ -1,10 +1,10 @@
-"""``python -m labkit serve`` started from a notebook for the learner's browser, and a check that
-its API docs load from the app alone.
+"""The lab's app in a process of its own, started from a notebook for the learner's browser, and
+a check that its API docs load from the app alone.
 
 A cell that starts a server to click on cannot hold it in a ``with`` block: the block would end
 with the cell. `serve_for_browser` keeps it running after the cell and stops the one it started
 before (a cell run twice leaves one server, not two); a kernel that ends, even killed, stops it
-too (`served` leaves that to the reaper); ``.stop()`` ends it by hand.
+too (`uvicorn_process` leaves that to the reaper); ``.stop()`` ends it by hand.
 
 The docs page is Swagger UI. FastAPI's own page loads it from a CDN, blank without internet; the
 lab's app serves it from files installed with the fastapi-offline package. `check_docs` fetches
@@ -22,8 +22,10 @@ from urllib.parse import urljoin, urlsplit
 
 from sqlalchemy.engine import URL
 
+from labkit.app.databases import EngineOptions
+from labkit.app.serve import uvicorn_process
 from labkit.infra.jupyter_proxy import Address, Link, address_of
-from labkit.infra.uvicorn import Server, served
+from labkit.infra.uvicorn import Server
 
 DOCS = "/docs"
 SCHEMA_IN_PAGE = re.compile(r"""\burl:\s*['"]([^'"]+)['"]""")
@@ -103,11 +105,14 @@ class BrowserServer:
 _running = ExitStack()
 
 
-def serve_for_browser(database_url: str | URL, *, latency_ms: float = 0.0) -> BrowserServer:
-    """Start ``python -m labkit serve`` on a free port, after stopping the one this function
-    started before, and work out how the learner's browser reaches it (`address_of`)."""
+def serve_for_browser(
+    database_url: str | URL, options: EngineOptions | None = None
+) -> BrowserServer:
+    """Start the lab's app with `options` (`uvicorn_process`) on a free port, after stopping the
+    one this function started before, and work out how the learner's browser reaches it
+    (`address_of`)."""
     stop_for_browser()
-    server = _running.enter_context(served(database_url, latency_ms=latency_ms))
+    server = _running.enter_context(uvicorn_process(database_url, options))
     return BrowserServer(server, address_of(server.port))
 
 
