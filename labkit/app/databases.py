@@ -11,9 +11,9 @@ notebooks can make fresh ones side by side without touching the learner's code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
@@ -110,9 +110,7 @@ def without_prepared_statements(url: URL) -> dict[str, Any]:
 def _prepare(engine: Engine, options: EngineOptions) -> None:
     if engine.url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", set_sqlite_pragmas)  # as the learner's engine does
-    # Before the latency listener: listeners run in the order they were added, so the
-    # simulated wait counts as database time in the Server-Timing header.
-    time_database(engine)
+    time_database(engine)  # the simulated wait adds itself to the same clock
     add_latency(engine, options.latency_ms)
 
 
@@ -185,3 +183,19 @@ class AsyncDatabase:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _resolve_annotations(*functions: Callable[..., object]) -> None:
+    """Replace the string annotations of `functions` (this module's ``from __future__ import
+    annotations``) by what they name.
+
+    FastAPI reads an override's signature again on every request that uses it, and evaluates
+    each string annotation with ``eval`` when it does: for a session dependency that costs more
+    than the rest of its signature, on every request of the lab's app and never of the
+    learner's, whose annotations are objects already.
+    """
+    for function in functions:
+        function.__annotations__.update(get_type_hints(function))
+
+
+_resolve_annotations(SyncDatabase.get_db, AsyncDatabase.get_async_db)

@@ -57,7 +57,8 @@ class LedgerSession(Session):
         super().__init__(*args, **kwargs)
         self.number = self._ledger().record_open()
         self._counted_open = True
-        log.info("%s opened", self.name)
+        if log.isEnabledFor(logging.INFO):  # the name is made only for a log that shows it
+            log.info("%s opened", self.name)
 
     @property
     def name(self) -> str:
@@ -73,4 +74,5 @@ class LedgerSession(Session):
         if self._counted_open:
             self._counted_open = False
             self._ledger().record_close()
-            log.info("%s closed", self.name)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s closed", self.name)

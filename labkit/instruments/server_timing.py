@@ -15,6 +15,13 @@ such as behind a blocked event loop; that part no server-side timer can see.
 The database clock is a per-request holder in a `ContextVar`. A context is copied into
 threadpool threads and SQLAlchemy's greenlets, and the copy refers to the same holder, so the
 statements of all three setups add to the right request's total.
+
+The clock times the driver call itself, through SQLAlchemy's dialect events (``do_execute`` and
+its two siblings), not through the engine's ``before_cursor_execute`` and
+``after_cursor_execute``: an engine with listeners of its own makes every connection dispatch
+all of its events (connect, begin, execute, rollback ...), which cost a request more than the
+timing does. A wait the lab adds before a statement (labkit.instruments.latency) adds itself to
+the clock with `count_database_time`.
 """
 
 from __future__ import annotations
@@ -36,38 +43,52 @@ HEADER = "server-timing"
 
 
 class _DatabaseClock:
-    """Database time of one request: the running total and the start of the current statement."""
+    """Database time of one request, in seconds."""
 
-    __slots__ = ("started", "total_s")
+    __slots__ = ("total_s",)
 
     def __init__(self) -> None:
         self.total_s = 0.0
-        self.started = 0.0
 
 
 _clock: ContextVar[_DatabaseClock | None] = ContextVar("labkit_database_clock", default=None)
 
 
+def count_database_time(seconds: float) -> None:
+    """Add `seconds` to the database time of the request running here (none: nothing to do)."""
+    clock = _clock.get()
+    if clock is not None:
+        clock.total_s += seconds
+
+
 def time_database(engine: Engine) -> None:
-    """Add each statement's duration on `engine` (sync, or an async engine's `.sync_engine`).
+    """Add each statement's driver call on `engine` (sync, or an async engine's `.sync_engine`)
+    to the database time of the request it runs for.
 
-    Engine listeners run in the order they were added (``insert=True`` is not honoured for
-    engine events), so `labkit.app.databases` adds these before the simulated-latency listener: the
-    wait then counts as database time, as a network round trip would.
+    Each listener makes the driver call itself, as the dialect would, and returns True to say
+    so; outside a request (no clock) it returns False and leaves the call to the dialect.
     """
+    dialect = engine.dialect
+    event.listen(engine, "do_execute", _timed(dialect.do_execute))
+    event.listen(engine, "do_executemany", _timed(dialect.do_executemany))
+    event.listen(engine, "do_execute_no_params", _timed(dialect.do_execute_no_params))
 
-    def start(*_args: Any) -> None:
+
+def _timed(driver_call: Callable[..., object]) -> Callable[..., bool]:
+    """A dialect event listener that makes `driver_call` with the event's arguments, timed."""
+
+    def listener(*args: Any) -> bool:
         clock = _clock.get()
-        if clock is not None:
-            clock.started = time.perf_counter()
+        if clock is None:
+            return False
+        started = time.perf_counter()
+        try:
+            driver_call(*args)
+        finally:
+            clock.total_s += time.perf_counter() - started
+        return True
 
-    def stop(*_args: Any) -> None:
-        clock = _clock.get()
-        if clock is not None:
-            clock.total_s += time.perf_counter() - clock.started
-
-    event.listen(engine, "before_cursor_execute", start)
-    event.listen(engine, "after_cursor_execute", stop)
+    return listener
 
 
 def format_server_timing(db_s: float, total_s: float) -> str:
