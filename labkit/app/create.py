@@ -6,7 +6,7 @@ comes from outside, the way FastAPI lets anyone change an app it did not write:
 - ``app.dependency_overrides``: `get_db` and `get_async_db` give sessions from a `SyncDatabase`
   and an `AsyncDatabase` on the lab's database, with its options and a session ledger;
 - middleware added after the fact: ``Server-Timing`` and `FinishEveryRequest`;
-- API docs served from installed files, not a CDN (`copy_of`);
+- API docs served from installed files, not a CDN (`copy_of_shop`);
 - its own lifespan: tables created and seeded, AnyIO's thread limit set, the requests' task
   group open, engines disposed.
 
@@ -36,6 +36,7 @@ from labkit.app.databases import AsyncDatabase, EngineOptions, SyncDatabase
 from labkit.app.seed import create_and_seed
 from labkit.instruments.finishing import FinishEveryRequest, RequestGroup
 from labkit.instruments.server_timing import ServerTimingMiddleware
+from labkit.shop import async_session, blocking, threadpool
 from labkit.shop import database as shop_database
 from labkit.shop import main as shop_main
 
@@ -57,19 +58,28 @@ async def thread_limit(threads: int | None) -> AsyncIterator[None]:
         limiter.total_tokens = default_threads
 
 
-def copy_of(app: FastAPI) -> FastAPI:
-    """A new app with `app`'s routes, exception handlers and middleware, and overrides of its own.
+def copy_of_shop() -> FastAPI:
+    """A new app with the learner's routes, error handlers and middleware, and overrides of its
+    own, put together as labkit/shop/main.py puts its `app` together: the same routers, then
+    ``/health`` (tests/app/test_copy.py holds the two apps' routes side by side).
+
+    It does not include the learner's whole app as one router, though FastAPI allows it: FastAPI
+    0.165 keeps an included router as a branch of its own, walked on every request, so each route
+    would sit one level deeper than in the learner's app, and every request would pay for that
+    walk, a tenth of what a read costs at L = 0 (notebook 05 measures what the lab's copy costs
+    against the learner's app served bare).
 
     Its API docs pages (``/docs``, ``/redoc``) load their scripts from files installed with
-    fastapi-offline, not from a CDN as `app`'s do, so they open on a machine without internet.
-
-    Routers included into another app are re-bound to it, so ``dependency_overrides`` set on the
-    copy reach only the copy. The original's lifespan comes along and is replaced by the caller.
+    fastapi-offline, not from a CDN as the learner's do, so they open on a machine without
+    internet. The learner's lifespan is replaced by the caller's.
     """
-    copy = FastAPIOffline(title=app.title)  # its /docs and /redoc first: they hide the app's
-    copy.include_router(app.router)
-    copy.exception_handlers.update(app.exception_handlers)
-    copy.user_middleware = list(app.user_middleware)
+    learner = shop_main.app
+    copy = FastAPIOffline(title=learner.title)  # its /docs and /redoc first: they hide the app's
+    for router in (blocking.router, threadpool.router, async_session.router):
+        copy.include_router(router)
+    copy.add_api_route("/health", shop_main.health, methods=["GET"])
+    copy.exception_handlers.update(learner.exception_handlers)
+    copy.user_middleware = list(learner.user_middleware)
     return copy
 
 
@@ -132,7 +142,7 @@ def create_app(
             sync_db.dispose()
             await async_db.dispose()
 
-    app = copy_of(shop_main.app)
+    app = copy_of_shop()
     app.router.lifespan_context = lifespan
     app.dependency_overrides[shop_database.get_db] = sync_db.get_db
     app.dependency_overrides[shop_database.get_async_db] = async_db.get_async_db

@@ -9,9 +9,6 @@ from labkit.bench.setups import SETUPS
 
 pytestmark = pytest.mark.anyio
 
-ACCEPTED = 0.9
-"""The instrumented app keeps at least this share of the bare app's throughput, in each setup."""
-
 
 def test_ratio_is_the_median_round() -> None:
     cost = SetupCost("async", bare_rps=(100.0, 200.0, 100.0), instrumented_rps=(90, 100, 95))
@@ -39,10 +36,3 @@ async def test_a_tiny_run_has_every_setup_both_apps_and_every_round() -> None:
 async def test_the_measurement_says_why_it_failed() -> None:
     with pytest.raises(RuntimeError, match="slices at most requests"):
         await instruments_cost(requests=2, slices=3)
-
-
-@pytest.mark.slow
-async def test_the_instruments_keep_nine_tenths_of_the_bare_throughput() -> None:
-    measured = await instruments_cost(requests=300, slices=6)  # twice the default sizes
-    ratios = {cost.setup: round(cost.ratio, 2) for cost in measured.setups}
-    assert all(ratio >= ACCEPTED for ratio in ratios.values()), measured.to_frame()
