@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_jupyter_lab_serves_the_notebook_list(tmp_path: Path) -> None:
     with jupyter_lab(ROOT, tmp_path) as lab:
         listing = lab.get_json("/api/contents/notebooks")
-        served = sorted(item["name"] for item in listing["content"])  # type: ignore[index]
+        served = sorted(  # the folder's notebooks; its license notice is served too
+            item["name"]
+            for item in listing["content"]  # type: ignore[index]
+            if item["type"] == "notebook"
+        )
         on_disk = sorted(path.name for path in (ROOT / "notebooks").glob("*.ipynb"))
         assert served == on_disk
         assert "00_start_here.ipynb" in served
