@@ -16,6 +16,8 @@ from labkit.lessons.lifecycle.client_gone_app import Notes, exception_name
 
 SQLITE = make_url("sqlite:///unused.db")
 SIZES = {"requests": 12, "at_once": 6, "latency_ms": 30.0, "time_limit_s": 0.045}
+ATTEMPTS = 3
+"""Runs that may look for a leak that is a race (see the asyncio-way test)."""
 
 
 def seeded(url: URL) -> URL:
@@ -96,8 +98,17 @@ async def test_cancelling_a_def_route_the_asyncio_way_leaks_and_the_anyio_way_do
         Abandonment("def", url, "middleware, asyncio"),
         Abandonment("def", url, "middleware, anyio"),
     ]
-    leaking, waited = await abandon_each(setups, **SIZES)
-    assert leaking.checked_out > 0 and leaking.notes.began_again > 0
-    assert leaking.checked_out_after_gc == 0  # the cycle collector gives them back
-    assert waited.checked_out == 0 and waited.sessions_open == 0 and not waited.log
-    assert waited.answered_while_route_ran == 0 and waited.backends_after_dispose == 0
+    # The leak is a race between the route's thread and the session's close: a run of 12
+    # requests can miss it (1 run in about 8 here), so up to ATTEMPTS runs may look for it.
+    # The AnyIO way must leave nothing in every run.
+    leaks = []
+    for _attempt in range(ATTEMPTS):
+        leaking, waited = await abandon_each(setups, **SIZES)
+        assert leaking.checked_out_after_gc == 0  # the cycle collector gives them back
+        assert waited.checked_out == 0 and waited.sessions_open == 0 and not waited.log
+        assert waited.answered_while_route_ran == 0 and waited.backends_after_dispose == 0
+        leaks.append((leaking.checked_out, leaking.notes.began_again))
+        if leaking.checked_out > 0 and leaking.notes.began_again > 0:
+            break
+    else:
+        raise AssertionError(f"no run leaked: (checked out, began again) per run: {leaks}")
