@@ -99,9 +99,9 @@ async def test_cancelling_a_def_route_the_asyncio_way_leaks_and_the_anyio_way_do
         Abandonment("def", url, "middleware, anyio"),
     ]
     # The leak is a race between the route's thread and the session's close. Runs of 6 requests
-    # at once missed it in 6 of 10 runs here, runs of 12 at once in none of 8; so the test sends
-    # 12 at once, and up to ATTEMPTS runs may look for it. The AnyIO way must leave nothing in
-    # every run.
+    # at once missed it in 6 to 8 of 10 runs here, runs of 12 at once in none of 8; so the test
+    # sends 12 at once, and up to ATTEMPTS runs may look for it. The AnyIO way must leave nothing
+    # in every run.
     racing = {**SIZES, "requests": 24, "at_once": 12}
     leaks = []
     for _attempt in range(ATTEMPTS):
