@@ -324,7 +324,10 @@ async def test_grid_measures_again_the_points_off_the_model_either_way_and_keeps
         db_url, ["threadpool", "blocking", "async"], [1], [0], requests=50, model=model,
         recheck=2, say=said.append,
     )  # fmt: skip
-    assert list(grid.remeasured) == [("threadpool", 1, 0), ("blocking", 1, 0)]
+    # The async point is on the model, but one short run can stray off it by chance (a pause of
+    # the machine): then it is measured again too, which the quiet runs below look at.
+    assert list(grid.remeasured)[:2] == [("threadpool", 1, 0), ("blocking", 1, 0)]
+    assert set(grid.remeasured) <= {("threadpool", 1, 0), ("blocking", 1, 0), ("async", 1, 0)}
     assert len(said) == 1 and said[0].startswith("off the model")
     assert "threadpool C=1 L=0 ms" in said[0] and "blocking C=1 L=0 ms" in said[0]
     for point, runs in grid.remeasured.items():
@@ -332,10 +335,17 @@ async def test_grid_measures_again_the_points_off_the_model_either_way_and_keeps
         kept = grid.get(*point)
         assert kept in runs and kept.ok == 50  # one run kept, not the runs added up
         assert sorted(r.throughput for r in runs)[1] == kept.throughput  # the median
-    quiet: list[str] = []
-    await run_grid(db_url, ["async"], [1], [0], requests=50, model=model, recheck=2,
-                   say=quiet.append)  # fmt: skip
-    assert quiet == []
+    # A point on the model is not measured again: in at least one of three runs, since a pause
+    # of the machine can push one short run off the model (a clean CI run once saw 23%).
+    heard: list[list[str]] = []
+    for _attempt in range(3):
+        quiet: list[str] = []
+        await run_grid(db_url, ["async"], [1], [0], requests=50, model=model, recheck=2,
+                       say=quiet.append)  # fmt: skip
+        heard.append(quiet)
+        if not quiet:
+            break
+    assert [] in heard, heard
 
 
 async def test_grid_needs_either_requests_or_seconds(db_url) -> None:
