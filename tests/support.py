@@ -37,6 +37,7 @@ from labkit.infra.postgres import (
     run_admin,
     throwaway_database,
 )
+from labkit.instruments.watch import queue_pool
 from labkit.settings import REQUIRE_POSTGRES, lab_settings, sqlite_url
 
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
@@ -106,7 +107,7 @@ def held(*holders: Holder) -> dict[str, int]:
         seen[kind] += 1
         name = kind if seen[kind] == 1 else f"{kind} #{seen[kind]}"
         counts[f"{name} sessions"] = database.ledger.open
-        counts[f"{name} connections"] = database.engine.pool.checkedout()  # type: ignore[attr-defined]
+        counts[f"{name} connections"] = queue_pool(database.engine.pool).checkedout()
     return counts
 
 

@@ -415,6 +415,7 @@ async def abandon(
     else:
         database = SyncDatabase.create(setup.url, options)
         engine = database.engine
+    pool = queue_pool(engine.pool)  # until `dispose` below replaces it
     on_postgres = engine.url.get_backend_name() == "postgresql"
     notes = Notes()
     answers: Counter[str] = Counter()
@@ -434,15 +435,15 @@ async def abandon(
             with log.uvicorn():
                 for first in range(1, requests + 1, at_once):
                     keys = range(first, min(first + at_once, requests + 1))
-                    if queue_pool(engine.pool).checkedout() == 0:
+                    if pool.checkedout() == 0:
                         fates.counting = False
                         await warm(database, len(keys))
                         fates.counting = True
                     in_time &= await _one_batch(client, setup, notes, keys, answers)
                     await _until_done(stage, notes, keys)
             stage.app = None
-            checked_out = queue_pool(engine.pool).checkedout()
-            pooled = queue_pool(engine.pool).checkedin()
+            checked_out = pool.checkedout()
+            pooled = pool.checkedin()
             backends = (
                 await settled_backends(engine.url, application_name, fates.open)
                 if on_postgres
@@ -453,7 +454,7 @@ async def abandon(
         stage.app = None
         if was_enabled:
             gc.enable()
-    checked_out_after_gc = queue_pool(engine.pool).checkedout()
+    checked_out_after_gc = pool.checkedout()
     if isinstance(database, AsyncDatabase):
         await database.dispose()
     else:
