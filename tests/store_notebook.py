@@ -4,7 +4,9 @@ to compare: ``python tests/store_notebook.py notebooks/05_concurrent_requests.ip
 Stored this way, a notebook reads well where no kernel runs (GitHub, nbviewer): no widget state
 is kept, so a widget's output shows the plain form it also carries (the model explorer's
 starting figure), and tqdm's progress bars are left out (their plain form is the bar as it was
-drawn first, at 0). The stored outputs are an SQLite run's; run notebooks 06 and 10 with a
+drawn first, at 0). Each cell keeps its tags (nbval's, and ``exercise``/``solution``) and
+whether JupyterLab shows it collapsed (``metadata.jupyter``); no run times are stored, so storing
+a notebook again changes only the outputs that changed. The stored outputs are an SQLite run's; run notebooks 06 and 10 with a
 PostgreSQL `DATABASE_URL`, as their first cells say.
 """
 
@@ -32,9 +34,13 @@ def store(path: Path) -> None:
     """Run `path` in a fresh kernel from its own folder, and write it back as kept."""
     notebook = nbformat.read(path, as_version=4)
     here = {"metadata": {"path": path.parent}}
-    NotebookClient(notebook, timeout=600, store_widget_state=False, resources=here).execute()
+    client = NotebookClient(
+        notebook, timeout=600, store_widget_state=False, record_timing=False, resources=here
+    )
+    client.execute()
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # run times, left by earlier tools
         if cell.cell_type == "code":
             cell.outputs = [output for output in cell.outputs if not is_progress_bar(output)]
     nbformat.write(notebook, path)
