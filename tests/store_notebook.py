@@ -6,8 +6,8 @@ is kept, so a widget's output shows the plain form it also carries (the model ex
 starting figure), and tqdm's progress bars are left out (their plain form is the bar as it was
 drawn first, at 0). Each cell keeps its tags (nbval's, and ``exercise``/``solution``) and
 whether JupyterLab shows it collapsed (``metadata.jupyter``); no run times are stored, so storing
-a notebook again changes only the outputs that changed. The stored outputs are an SQLite run's; run notebooks 06 and 10 with a
-PostgreSQL `DATABASE_URL`, as their first cells say.
+a notebook again changes only the outputs that changed. The stored outputs are an SQLite run's;
+run notebooks 06 and 10 with a PostgreSQL `DATABASE_URL`, as their first cells say.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""A learner's JupyterLab, in a real browser: notebook 00 runs from the Run menu and shows what
-the lesson promises, and notebook 05's model explorer redraws its figure when a slider moves.
+"""A reader's JupyterLab, in a real browser: notebook 00 runs from the Run menu and shows the
+three setups measured, with its setup cell collapsed and no question about Jupyter's news in the
+way; a lesson's solutions show collapsed until opened; and notebook 05's model explorer redraws
+its figure when a slider moves.
 
 Headless Chromium (Debian's ``chromium``, driven by Playwright; no browser is downloaded) works
 on a copy of notebooks/: JupyterLab autosaves what runs, and the repository's notebooks keep the
@@ -43,7 +45,13 @@ EXPLORER_CALL = "explore_model("
 SLIDERS = ["L (ms)", "s (ms)", "pool_size", "max_overflow", "threads", "clients"]
 """The explorer's sliders, top to bottom, by the words beside them."""
 ON_PURPOSE = "asyncio.run() cannot be called from a running event loop"
-"""The error notebook 00 raises on purpose, in its fourth code cell: the only one it shows."""
+"""The error notebook 00 raises on purpose, in its appendix: the only one it shows."""
+ANSWER_CALL = "await compare_setups("
+"""Notebook 00's first open cell: the three setups measured, shown as a table."""
+ANSWER_COLUMNS = ["setup", "route", "session", "requests/s"]
+NEWS_QUESTION = "Would you like to get notified about official Jupyter news?"
+"""What JupyterLab asks in a corner of the first screen, unless `postBuild`'s setting is set."""
+WITH_SOLUTIONS = "04_loading_and_n_plus_1.ipynb"
 
 SHOWN_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 """The notebook whose tab is chosen: the others are hidden."""
@@ -132,6 +140,11 @@ def screenshot_after(page: Page, lab: JupyterLab, path: Path) -> Iterator[None]:
         page.screenshot(path=path)
 
 
+def collapsed(cell: dict) -> bool:
+    """Whether JupyterLab shows `cell` with its code collapsed."""
+    return bool(cell["metadata"].get("jupyter", {}).get("source_hidden"))
+
+
 def code_cells(notebook: Path) -> list[dict]:
     """The code cells of the notebook file at `notebook`, in order."""
     return [
@@ -151,7 +164,10 @@ def open_notebook(page: Page, notebook: Path) -> Locator:
     choose(page, "Edit", "Clear Outputs of All Cells")
     expect(panel.locator(".jp-OutputArea-output")).to_have_count(0)
     prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
-    expect(prompts).to_have_text([NOT_RAN] * len(code_cells(notebook)))
+    # a collapsed cell draws its prompt empty: the bar the reader clicks to open it
+    expect(prompts).to_have_text(
+        ["" if collapsed(cell) else NOT_RAN for cell in code_cells(notebook)]
+    )
     return panel
 
 
@@ -171,18 +187,25 @@ def choose(page: Page, menu: str, item: str) -> None:
     page.locator(".lm-Menu").get_by_text(item, exact=True).click()
 
 
-def wait_until_run(page: Page, panel: Locator, name: str, ran: int) -> None:
+def wait_until_run(
+    page: Page, panel: Locator, name: str, ran: int, notebook: Path | None = None
+) -> None:
     """Wait until the run that was started ends, then check that the first `ran` code cells ran
-    (they show an execution count) and no other did.
+    (they show an execution count) and no other did. Where `notebook` is given, its collapsed
+    cells are left out of both: their prompts stay empty.
 
     A cell that raises ends the run: the cells queued after it lose their ``[*]`` and stay
     unrun, so the run is over once no prompt shows ``[*]``, however it went.
     """
     prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
-    expect(prompts.first).to_have_text(RAN, timeout=RUN_TIMEOUT_MS)
+    cells = code_cells(notebook) if notebook is not None else []
+    first_open = next((n for n, cell in enumerate(cells) if not collapsed(cell)), 0)
+    expect(prompts.nth(first_open)).to_have_text(RAN, timeout=RUN_TIMEOUT_MS)
     expect(prompts.filter(has_text=RUNNING)).to_have_count(0, timeout=RUN_TIMEOUT_MS)
     expect_kernel_idle(page, name)
     shown = prompts.all_text_contents()
+    if cells:
+        shown = [prompt for prompt, cell in zip(shown, cells, strict=True) if not collapsed(cell)]
     not_run = [number for number, prompt in enumerate(shown) if not RAN.match(prompt)]
     assert not_run == list(range(ran, len(shown))), (
         f"code cells not run (from 0): {not_run}; errors shown: {errors_shown(panel)}"
@@ -201,10 +224,21 @@ def test_notebook_00_runs_all_cells_from_the_run_menu(
         notebook = folder / "notebooks" / START_HERE
         panel = open_notebook(page, notebook)
         choose(page, "Run", "Run All Cells")
-        wait_until_run(page, panel, START_HERE, ran=len(code_cells(notebook)))
+        opened = [cell for cell in code_cells(notebook) if not collapsed(cell)]
+        wait_until_run(page, panel, START_HERE, ran=len(opened), notebook=notebook)
         outputs = panel.locator(".jp-OutputArea-output")
-        expect(outputs.filter(has_text=re.compile(r": ready\.\s*$"))).to_have_count(1)
+        expect(outputs.filter(has_text=re.compile(r": ready\.$", re.MULTILINE))).to_have_count(1)
         expect(outputs.filter(has_text=re.compile(r"GET\s+/health\s"))).to_have_count(1)
+        cells = json.loads(notebook.read_text())["cells"]
+        answer = [i for i, cell in enumerate(cells) if ANSWER_CALL in "".join(cell["source"])]
+        table = panel.locator(".jp-Cell").nth(answer[0]).locator(".jp-OutputArea-output table")
+        expect(table.locator("thead th")).to_contain_text(ANSWER_COLUMNS)
+        expect(table.locator("tbody tr")).to_have_count(3)
+        for index, cell in enumerate(cells):
+            if cell["metadata"].get("jupyter", {}).get("source_hidden"):
+                shown = panel.locator(".jp-Cell").nth(index)
+                expect(shown.locator(".jp-InputPlaceholder")).to_be_visible()
+        expect(page.get_by_text(NEWS_QUESTION)).to_have_count(0)
         errors = errors_shown(panel)
         on_purpose = [  # the cells that raise to show an error, by nbval's tag
             number
@@ -215,13 +249,38 @@ def test_notebook_00_runs_all_cells_from_the_run_menu(
         assert ON_PURPOSE in errors[0][1], errors
 
 
+def test_solutions_show_collapsed_with_their_outputs(
+    page: Page, lab: JupyterLab, folder: Path
+) -> None:
+    """A lesson's worked solutions are collapsed, code and output, until the reader opens one."""
+    notebook = folder / "notebooks" / WITH_SOLUTIONS
+    cells = json.loads(notebook.read_text())["cells"]
+    solutions = [
+        index
+        for index, cell in enumerate(cells)
+        if cell["cell_type"] == "code" and "solution" in cell["metadata"].get("tags", [])
+    ]
+    assert solutions, f"{WITH_SOLUTIONS} has no cell tagged solution"
+    with screenshot_after(page, lab, folder / "solutions_collapsed.png"):
+        page.locator(".jp-DirListing-item", has_text=WITH_SOLUTIONS).dblclick()
+        expect_kernel_idle(page, WITH_SOLUTIONS, timeout_ms=KERNEL_START_TIMEOUT_MS)
+        panel = page.locator(SHOWN_NOTEBOOK)
+        for index in solutions:
+            cell = panel.locator(".jp-Cell").nth(index)
+            cell.scroll_into_view_if_needed()
+            expect(cell.locator(".jp-InputPlaceholder")).to_be_visible()
+            expect(cell.locator(".jp-OutputPlaceholder")).to_be_visible()
+            expect(cell.locator(".jp-OutputArea-output")).to_be_hidden()
+
+
 def explorer_cell(notebook: Path) -> tuple[int, int]:
-    """Where the cell that shows the model explorer is, among all cells, and how many code cells
-    run to show it: those above it, and itself."""
+    """Where the cell that shows the model explorer is, among all cells, and how many open code
+    cells run to show it: those above it, and itself (collapsed ones run too, unseen)."""
     cells = json.loads(notebook.read_text())["cells"]
     for index, cell in enumerate(cells):
         if cell["cell_type"] == "code" and EXPLORER_CALL in "".join(cell["source"]):
-            return index, sum(above["cell_type"] == "code" for above in cells[: index + 1])
+            above = cells[: index + 1]
+            return index, sum(c["cell_type"] == "code" and not collapsed(c) for c in above)
     raise AssertionError(f"{notebook.name} has no cell that calls {EXPLORER_CALL}...)")
 
 
@@ -235,7 +294,7 @@ def test_notebook_05_redraws_the_model_when_a_slider_moves(
         cell.locator(".jp-InputPrompt").click()
         choose(page, "Run", "Run All Above Selected Cell")
         choose(page, "Run", "Run Selected Cell and Do not Advance")
-        wait_until_run(page, panel, CONCURRENT, ran=ran)
+        wait_until_run(page, panel, CONCURRENT, ran=ran, notebook=folder / "notebooks" / CONCURRENT)
         image = cell.locator(".widget-image")
         expect(image).to_be_visible(timeout=REDRAW_TIMEOUT_MS)
         expect(cell.locator(".widget-slider .widget-label")).to_have_text(SLIDERS)
