@@ -73,7 +73,7 @@ class Verdict:
         if not self.answered:
             return (
                 f"Exercise {self.exercise}: not answered yet. Replace each ... in the cell "
-                "above with your code, run it, then run this cell again."
+                "above with your answer, run it, then run this cell again."
             )
         measured = f" Measured: {self.measured}." if self.measured else ""
         if not self.problems:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from labkit.app.client import lab_client
 from labkit.app.create import create_app
 from labkit.app.databases import EngineOptions
@@ -103,7 +106,7 @@ async def compare_setups(
                 warmup=clients,
                 health_every_s=HEALTH_EVERY_S,
             )
-    engines = [slow.sync_db.engine, slow.async_db.engine]
+    engines: list[Engine | AsyncEngine] = [slow.sync_db.engine, slow.async_db.engine]
     async with lab_client(slow) as client:
         for setup in SETUP_LIST:
             path = f"{setup.prefix}/users/1"
