@@ -86,7 +86,7 @@ class SetupComparison(Tabular):
 
 
 async def compare_setups(
-    url: str, *, latency_ms: float = 20, clients: int = 10, requests: int = 200
+    url: str, *, latency_ms: float = 20, clients: int = 10, requests: int = 100
 ) -> SetupComparison:
     """Send `requests` requests from `clients` at once to each setup of an app on `url` whose
     every statement waits `latency_ms`, polling ``/health`` meanwhile; then look at one request
