@@ -268,9 +268,9 @@ def test_solutions_show_collapsed_with_their_outputs(
         for index in solutions:
             cell = panel.locator(".jp-Cell").nth(index)
             cell.scroll_into_view_if_needed()
+            # code and outputs both hidden: JupyterLab draws one bar, and hides the outputs' too
             expect(cell.locator(".jp-InputPlaceholder")).to_be_visible()
-            expect(cell.locator(".jp-OutputPlaceholder")).to_be_visible()
-            expect(cell.locator(".jp-OutputArea-output")).to_be_hidden()
+            expect(cell.locator(".jp-OutputArea-output")).to_have_count(0)
 
 
 def explorer_cell(notebook: Path) -> tuple[int, int]:
