@@ -150,3 +150,12 @@ def test_the_readme_and_00s_map_give_the_same_minutes() -> None:
 
 def source_of_all(path: Path) -> str:
     return "\n".join(source(cell) for cell in cells_of(path) if cell["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_a_collapsed_solution_shows_no_answer_in_its_bar(path: Path) -> None:
+    """JupyterLab shows a collapsed cell's first line in its bar: a solution's is a comment."""
+    for i, cell in enumerate(cells_of(path)):
+        if cell["cell_type"] == "code" and "solution" in tags(cell):
+            first = source(cell).strip().splitlines()[0]
+            assert first.startswith("#"), f"{path.name}: solution cell {i} opens with {first!r}"
