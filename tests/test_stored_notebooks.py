@@ -154,8 +154,10 @@ def source_of_all(path: Path) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_a_collapsed_solution_shows_no_answer_in_its_bar(path: Path) -> None:
-    """JupyterLab shows a collapsed cell's first line in its bar: a solution's is a comment."""
+    """JupyterLab shows a collapsed cell's first line in its bar: a solution's code opens with a
+    comment, its explanation with a heading or a line in bold."""
     for i, cell in enumerate(cells_of(path)):
-        if cell["cell_type"] == "code" and "solution" in tags(cell):
+        if "solution" in tags(cell):
             first = source(cell).strip().splitlines()[0]
-            assert first.startswith("#"), f"{path.name}: solution cell {i} opens with {first!r}"
+            title = first.startswith("#") or re.fullmatch(r"\*\*[^*]+\*\*", first)
+            assert title, f"{path.name}: solution cell {i} opens with {first!r}"
