@@ -1,8 +1,8 @@
 """What labkit's tests share, beside conftest's fixtures (which are built on it): a database of a
-test's own on either backend, the lab's PostgreSQL server or a skip (a failure under
-LAB_REQUIRE_POSTGRES), what an app or a database still holds after its requests, a
-`jupyter lab` of a test's own, and the type check run in the background. Built on
-`labkit.infra.postgres`, as the notebooks are.
+test's own on either backend; the lab's PostgreSQL server in a run on PostgreSQL, or a skip (a
+failure under LAB_REQUIRE_POSTGRES where that run finds no server); what an app or a database
+still holds after its requests; a `jupyter lab` of a test's own; and the type check run in the
+background. Built on `labkit.infra.postgres`, as the notebooks are.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL
 
 from labkit.app.create import LabApp
 from labkit.app.databases import AsyncDatabase, SyncDatabase
-from labkit.infra.notebook_database import BACKENDS
+from labkit.infra.notebook_database import BACKENDS, selected_backend
 from labkit.infra.ports import LOOPBACK, free_port
 from labkit.infra.postgres import (
     NoPostgres,
@@ -41,8 +41,9 @@ from labkit.instruments.watch import queue_pool
 from labkit.settings import REQUIRE_POSTGRES, lab_settings, sqlite_url
 
 every_backend = pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
-"""Run a test (or a module, as ``pytestmark``) once per backend, whatever `DATABASE_URL` says:
-for promises the two keep differently (PostgreSQL cannot store NUL, for one)."""
+"""Run a test (or a module, as ``pytestmark``) once per backend: for promises the two keep
+differently (PostgreSQL cannot store NUL, for one). The SQLite case runs in every run; the
+PostgreSQL case where a server is the run's database (`postgres_or_skip`)."""
 
 
 def refuses_connections(port: int) -> bool:
@@ -61,8 +62,20 @@ def cannot_run(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+IN_THE_POSTGRES_RUN = (
+    "a PostgreSQL case: it runs when DATABASE_URL names a PostgreSQL server "
+    "(CI's second run of the suite), not in the run on SQLite"
+)
+
+
 def postgres_or_skip() -> PostgresServer:
-    """The lab's PostgreSQL server; if there is none, skip (fail, under LAB_REQUIRE_POSTGRES)."""
+    """The lab's PostgreSQL server, in a run on PostgreSQL (`DATABASE_URL`); if there is none,
+    skip (fail, under LAB_REQUIRE_POSTGRES).
+
+    In a run on SQLite the test is skipped, server or not: CI runs the suite again on
+    PostgreSQL, and the case ran twice, for nothing, when both runs took it."""
+    if selected_backend() != "postgresql":
+        pytest.skip(IN_THE_POSTGRES_RUN)
     try:
         return find_server()
     except NoPostgres as exc:
