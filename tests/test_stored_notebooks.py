@@ -6,6 +6,7 @@ carries (the model explorer's is its starting figure), and no progress bar is st
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from pathlib import Path
@@ -56,7 +57,9 @@ NBVAL_MARKER = re.compile(r"^\s*#\s*NBVAL_", re.MULTILINE)
 SOLUTION_HIDDEN = {"source_hidden": True, "outputs_hidden": True}
 
 
+@functools.cache
 def cells_of(path: Path) -> list[dict]:
+    """The notebook's cells, read once for all the checks below."""
     return list(json.loads(path.read_text())["cells"])
 
 

@@ -12,7 +12,7 @@ larger than a busy machine's noise, so the recommendation below it can assert th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,8 +48,6 @@ def holds_in_words(seen: WhileWaiting) -> str:
 class SetupComparison(Tabular):
     """Each setup's throughput under the same load, ``/health``'s wait meanwhile, and what one
     waiting request held."""
-
-    SHOWN: ClassVar[tuple[str, ...]] = ()
 
     latency_ms: float
     clients: int
