@@ -1,7 +1,12 @@
-"""The three session setups, described once: their URL prefix, what limits them, their colour.
+"""The three session setups, described once: their URL prefix, what limits them, how they are drawn.
 
-Everything that differs between the setups (the model's ``C_eff``, the plots' colours, the
-routes a load is sent to) reads it from here, instead of switching on their names.
+Everything that differs between the setups (the model's ``C_eff``, the plots' colours, markers
+and line styles, the routes a load is sent to) reads it from here, instead of switching on their
+names.
+
+Each setup is drawn in a colour of the Okabe-Ito palette (vermillion, blue, orange: no two that
+red-green colour blindness, the common kind, confuses), and also with its own marker and line
+style, so that the setups differ in a figure printed in grey or read without colour at all.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ class Setup:
     session: str
     holds: Holds
     colour: str
+    marker: str
+    """A matplotlib marker: a square, a circle or a triangle."""
+    line: str
+    """A matplotlib line style: dotted, solid or dashed."""
 
     @property
     def prefix(self) -> str:
@@ -51,9 +60,11 @@ class Setup:
         return self.effective_concurrency(threads + pool, threads=threads, pool=pool)
 
 
-BLOCKING = Setup("blocking", "async def", "sync Session", Holds.EVENT_LOOP, "tab:red")
-THREADPOOL = Setup("threadpool", "def", "sync Session", Holds.THREAD_AND_CONNECTION, "tab:blue")
-ASYNC = Setup("async", "async def", "AsyncSession", Holds.CONNECTION, "tab:green")
+BLOCKING = Setup("blocking", "async def", "sync Session", Holds.EVENT_LOOP, "#D55E00", "s", ":")
+THREADPOOL = Setup(
+    "threadpool", "def", "sync Session", Holds.THREAD_AND_CONNECTION, "#0072B2", "o", "-"
+)
+ASYNC = Setup("async", "async def", "AsyncSession", Holds.CONNECTION, "#E69F00", "^", "--")
 
 SETUP_LIST = (BLOCKING, THREADPOOL, ASYNC)
 SETUPS = tuple(setup.name for setup in SETUP_LIST)

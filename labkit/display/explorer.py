@@ -28,12 +28,11 @@ from labkit.app.databases import EngineOptions
 from labkit.bench.grid import GridResult, run_grid
 from labkit.bench.model import ANYIO_THREADS, Diagnosis, Limit, ThroughputModel
 from labkit.bench.setups import SETUPS, setup_named
-from labkit.display.plots import colour
+from labkit.display.plots import colour, style
 
 FIGURE_INCHES, DPI = (7, 3.8), 90
 """The figure's size: shown at its own pixels, 630 x 342, in the widget as in the stored PNG."""
 
-LINE_STYLES = {"blocking": "-", "threadpool": "--", "async": ":"}
 """The threadpool and async lines often coincide (both end at the pool): each keeps its own dash."""
 
 
@@ -112,17 +111,19 @@ def draw(point: ExplorerPoint, measured: Iterable[Measured] = ()) -> Figure:
     for setup in SETUPS:
         bounds = [point.bound(setup, int(c)) for c in clients]
         name = f"{setup}: {point.bound(setup):,.0f}/s, {point.limit(setup)} binds"
-        ax.plot(clients, bounds, LINE_STYLES[setup], color=colour(setup), label=name)
+        line = style(setup)["linestyle"]
+        ax.plot(clients, bounds, color=colour(setup), linestyle=line, label=name)
     for dot in measured:
         if dot.point.limits_key() == point.limits_key():
-            ax.plot(dot.point.clients, dot.rps, "o", color=colour(dot.setup), markersize=7)
+            mark = style(dot.setup)
+            ax.plot(dot.point.clients, dot.rps, mark["marker"], color=mark["color"], markersize=7)
     ax.axvline(point.clients, color="black", linewidth=0.8, alpha=0.5)
     ax.set_xscale("log")
     ticks = sorted({1, 5, 15, 50, most, point.clients})
     ax.set_xticks(ticks, [str(c) for c in ticks])
     ax.set_xlim(1, most)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("concurrent clients C")
+    ax.set_xlabel("concurrent clients C (log scale)")
     ax.set_ylabel("requests per second (bound)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize="small", title=f"at C = {point.clients}")

@@ -1,10 +1,12 @@
 """Plots of load runs: throughput against the model, response times, event-loop lag, /health.
 
 Each function draws one figure with matplotlib and returns it (a notebook shows it as PNG; the
-CLI saves it). Every setup has one colour in every plot; the model's line is dashed. Every
-figure has one title; where it has several panels, each panel is named by its legend, so the
-title is the only heading a reader sees. Log axes are labelled in plain numbers (1, 5, 15, 50;
-0.1, 1, 10 ms), not powers of ten.
+CLI saves it). Every setup has one colour, marker and line style in every plot (labkit.bench.setups:
+colour-blind-safe, and told apart without colour too); the model's bound is a wide pale band in
+the setup's colour, behind the measured line. Every figure has one title; where it has several
+panels, each panel is named by its legend, so the title is the only heading a reader sees. Log
+axes say so in their label, and are labelled in plain numbers (1, 5, 15, 50; 0.1, 1, 10 ms), not
+powers of ten.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from labkit.bench.grid import GridResult
 from labkit.bench.results import LoadResult, by_setup
 from labkit.bench.setups import setup_named
 
-OTHER_COLOURS = {"health": "tab:gray"}
+OTHER_COLOURS = {"health": "#777777"}
+"""Paths that are not a setup: ``/health`` grey, any other Okabe-Ito's reddish purple."""
+
+WORKER_COLOURS = ("#56B4E9", "#0072B2", "#009E73", "#CC79A7")
+WORKER_HATCHES = ("", "//", "..", "xx")
+"""Bars for 1, 2, 4... workers: Okabe-Ito colours, and a hatch each so they differ in grey."""
+
+BOUND_WIDTH = 7.0
+BOUND_ALPHA = 0.25
+"""The model's bound: a wide pale band, so that the measured line on it stays readable."""
 
 
 def colour(setup: str) -> str:
@@ -33,7 +44,16 @@ def colour(setup: str) -> str:
     try:
         return setup_named(setup).colour
     except ValueError:
-        return OTHER_COLOURS.get(setup, "tab:purple")
+        return OTHER_COLOURS.get(setup, "#CC79A7")
+
+
+def style(setup: str) -> dict[str, Any]:
+    """A setup's colour, marker and line style, as matplotlib's keyword arguments."""
+    try:
+        known = setup_named(setup)
+    except ValueError:
+        return {"color": colour(setup), "marker": "o", "linestyle": "-"}
+    return {"color": known.colour, "marker": known.marker, "linestyle": known.line}
 
 
 def label(result: LoadResult) -> str:
@@ -69,10 +89,15 @@ def _title(fig: Figure, axes: Sequence[Axes], title: str) -> None:
         fig.suptitle(title)
 
 
-def _ecdf(ax: Axes, seconds: array[float], *, color: str, label: str) -> None:
+def _ecdf(ax: Axes, seconds: array[float], *, setup: str, label: str) -> None:
+    """The steps in the setup's colour and line style, with its marker at every tenth of the
+    requests (a marker on each of hundreds of steps would hide them)."""
     values = np.sort(np.frombuffer(seconds, dtype="d")) * 1000 if len(seconds) else np.array([])
     shares = np.arange(1, len(values) + 1) / max(len(values), 1)
-    ax.step(values, shares, where="post", color=color, label=label)
+    every = max(len(values) // 10, 1)
+    ax.step(
+        values, shares, where="post", label=label, linewidth=1.6, markevery=every, **style(setup)
+    )
 
 
 def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
@@ -83,28 +108,36 @@ def plot_throughput(grid: GridResult, title: str | None = None) -> Figure:
     """
     latencies = sorted({r.latency_ms for r in grid})
     fig, axes = plt.subplots(
-        1, len(latencies), figsize=(5.5 * len(latencies), 4), squeeze=False, layout="constrained"
-    )
+        1, len(latencies), figsize=(5.5 * len(latencies), 4), squeeze=False, sharex=True,
+        layout="constrained",
+    )  # fmt: skip
     for ax, latency in zip(axes[0], latencies, strict=True):
         results = [r for r in grid if r.latency_ms == latency]
+        measured: list[Line2D] = []
+        bounds: list[Line2D] = []
         for setup, points in by_setup(results).items():
             points = sorted(points, key=lambda r: r.concurrency)
             cs = [r.concurrency for r in points]
-            ax.plot(cs, [r.throughput for r in points], "o-", color=colour(setup), label=setup)
+            rps = [r.throughput for r in points]
+            measured += ax.plot(cs, rps, linewidth=1.8, label=setup, zorder=3, **style(setup))
             if grid.model is not None and setup in grid.model.cpu_s:
                 dense = np.unique(np.geomspace(1, max(cs), 200).round().astype(int))
                 bound = [grid.model.throughput(setup, int(c), latency / 1000) for c in dense]
-                ax.plot(dense, bound, "--", color=colour(setup), alpha=0.7)
+                bounds += ax.plot(
+                    dense, bound, color=colour(setup), linewidth=BOUND_WIDTH, alpha=BOUND_ALPHA,
+                    solid_capstyle="butt", label=f"{setup}: model bound", zorder=2,
+                )  # fmt: skip
         _concurrency_axis(ax, (r.concurrency for r in results))
-        ax.set_xlabel("concurrent clients C")
+        ax.set_xlabel("concurrent clients C (log scale)")
         ax.set_ylabel("successful requests per second")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-        handles, names = ax.get_legend_handles_labels()
-        if grid.model is not None:
-            handles.append(Line2D([], [], linestyle="--", color="black"))
-            names.append("model bound")
-        ax.legend(handles, names, loc="best", title=f"L = {latency:g} ms")
+        # Measured lines in the first column, their bounds beside them in the second.
+        handles = measured + bounds
+        ax.legend(
+            handles, [h.get_label() for h in handles], loc="best", fontsize="small",
+            ncols=2 if bounds else 1, title=f"L = {latency:g} ms",
+        )  # fmt: skip
     _title(
         fig,
         list(axes[0]),
@@ -125,7 +158,7 @@ def _ecdf_figure(
     for result in results:
         seconds = seconds_of(result)
         if seconds is not None:
-            _ecdf(ax, seconds, color=colour(result.setup), label=label(result))
+            _ecdf(ax, seconds, setup=result.setup, label=label(result))
     ax.set_xscale("log")
     _plain_numbers(ax.xaxis, subs=(1.0, 2.0, 5.0))  # response times span a decade or three
     ax.set_title(title)
@@ -161,31 +194,33 @@ def _wakeups(result: LoadResult) -> str:
 def plot_lag(results: Sequence[LoadResult], title: str = "Event-loop lag during the run") -> Figure:
     """How late the 1 ms probe woke, over each run: the delay every other task suffered.
 
-    One panel per run, side by side, on one lag axis, each over its own run's time. Runs of the
-    same requests last as long as their setup makes them (the blocking setup's several times as
-    long), and on one time axis the short run's hundreds of wake-ups would merge into a block at
-    its left edge. So the heights compare across panels at a glance, and how densely a panel's
-    stems stand is its probe's rate, which its legend also gives in numbers.
+    One panel per run, side by side, on one lag axis and one time axis. Runs of the same requests
+    last as long as their setup makes them (the blocking setup's several times as long): on the
+    shared time axis the short run ends early, which is half of what the figure says. Its
+    hundreds of wake-ups stand densely; how densely is the probe's rate, which the legend also
+    gives in numbers.
     """
     fig, axes = plt.subplots(
-        1, len(results), figsize=(4.2 * len(results) + 1, 3.8), sharey=True, squeeze=False,
-        layout="constrained",
+        1, len(results), figsize=(4.2 * len(results) + 1, 3.8), sharex=True, sharey=True,
+        squeeze=False, layout="constrained",
     )  # fmt: skip
+    longest = 0.0
     for ax, result in zip(axes[0], results, strict=True):
         lags = np.maximum(np.frombuffer(result.lag.lags_s, dtype="d") * 1000, LAG_FLOOR_MS)
         times = np.frombuffer(result.lag.times_s, dtype="d")
         ax.vlines(times, LAG_FLOOR_MS, lags, color=colour(result.setup), linewidth=0.6, alpha=0.6)
         ax.plot(
-            times, lags, ".", markersize=3, color=colour(result.setup),
-            label=f"{label(result)}\n{_wakeups(result)}",
+            times, lags, style(result.setup)["marker"], markersize=2.5,
+            color=colour(result.setup), label=f"{label(result)}\n{_wakeups(result)}",
         )  # fmt: skip
-        ax.set_xlim(0, max(result.elapsed_s, times[-1] if len(times) else 0.0))
+        longest = max(longest, result.elapsed_s, times[-1] if len(times) else 0.0)
         ax.set_yscale("log")
         _plain_numbers(ax.yaxis)
-        ax.set_xlabel("time into this run (s)")
+        ax.set_xlabel("time into the run (s)")
         ax.grid(True, alpha=0.3)
         # The panel's name, above it: a legend, so that the figure keeps one title.
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1), markerscale=3, frameon=False)
+    axes[0][0].set_xlim(0, longest)  # shared: every panel
     axes[0][0].set_ylabel("lag: how late the probe woke (ms, log scale)")
     fig.suptitle(title)  # over the legends that name the panels, however many there are
     return fig
@@ -209,18 +244,23 @@ def plot_workers(
     group per simulated latency, one bar per number of workers (`WorkersResult.rows`)."""
     latencies = sorted({row["L_ms"] for row in rows})
     workers = sorted({row["workers"] for row in rows})
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     width = 0.8 / len(workers)
     for i, count in enumerate(workers):
         mine = {row["L_ms"]: row for row in rows if row["workers"] == count}
         xs = [j + (i - (len(workers) - 1) / 2) * width for j in range(len(latencies))]
         measured = [mine[latency]["rps"] for latency in latencies]
         bounds = [mine[latency]["model_rps"] for latency in latencies]
-        ax.bar(xs, measured, width * 0.9, label=f"{count} worker{'s' * (count > 1)}")
+        ax.bar(
+            xs, measured, width * 0.9, label=f"{count} worker{'s' * (count > 1)}",
+            color=WORKER_COLOURS[i % len(WORKER_COLOURS)], edgecolor="black", linewidth=0.5,
+            hatch=WORKER_HATCHES[i % len(WORKER_HATCHES)],
+        )  # fmt: skip
         ends = ([x - width * 0.45 for x in xs], [x + width * 0.45 for x in xs])
         model_label = "model's bound" if i == 0 else ""  # once in the legend
         ax.hlines(bounds, *ends, colors="black", linestyles="dashed", label=model_label)
     ax.set_xticks(range(len(latencies)), [f"L = {latency:g} ms" for latency in latencies])
+    ax.set_xlabel("simulated database latency per statement")
     ax.set_ylabel("requests per second")
     ax.legend(frameon=False)
     _title(fig, [ax], title)

@@ -27,9 +27,11 @@ from sqlalchemy.pool import QueuePool
 
 from labkit.instruments.statements import pool_capacity
 
-CHECKED_OUT = "tab:orange"
-IDLE = "tab:green"
-SESSION = "tab:blue"
+CHECKED_OUT = "#E69F00"
+IDLE = "#56B4E9"
+SESSION = "#0072B2"
+"""Okabe-Ito's orange, sky blue and blue: a checked-out connection stands out from an idle one
+for every reader, colour blind or not, and each box also says what it is in words."""
 FRAME = "dimgray"
 
 

@@ -1,4 +1,5 @@
-"""The plots: one title each, labelled axes, plain ticks at the measured C, one lag panel per run.
+"""The plots: one title each, labelled axes, plain ticks at the measured C, one lag panel per run,
+setups told apart without colour, legend keys drawn as the lines they name.
 
 Drawn from hand-made results, so they run in the quick loop without a load run.
 """
@@ -15,12 +16,14 @@ import pytest
 matplotlib.use("Agg")  # no display: only the figure objects are inspected
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from labkit.bench.grid import GridResult
 from labkit.bench.model import ThroughputModel
 from labkit.bench.results import LoadResult
-from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_throughput
+from labkit.bench.setups import SETUPS
+from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_throughput, style
 from labkit.instruments.watch import LagTrace
 
 
@@ -112,11 +115,11 @@ def test_throughput_panels_name_their_latency(figures) -> None:
     assert legends == ["L = 0 ms", "L = 50 ms"]
 
 
-def test_lag_runs_of_different_lengths_get_a_panel_each_on_one_lag_axis(figures) -> None:
+def test_lag_runs_of_different_lengths_get_a_panel_each_on_shared_axes(figures) -> None:
     short, long = result("async", 15, 50, 0.5, 400), result("blocking", 15, 50, 2.4, 24)
     figures.append(figure := plot_lag([long, short]))
     left, right = figure.axes
-    assert left.get_xlim() == (0, 2.4) and right.get_xlim() == (0, 0.5)  # each its own run
+    assert left.get_xlim() == right.get_xlim() == (0, 2.4)  # the short run ends early
     assert left.get_ylim() == right.get_ylim()  # one lag scale: heights compare across panels
     assert left.get_yscale() == "log"
     names = [ax.get_legend().get_texts()[0].get_text() for ax in (left, right)]
@@ -132,3 +135,31 @@ def test_log_axes_read_in_plain_numbers(figures) -> None:
         latency.canvas.draw()
         labels = [tick.get_text() for tick in axis.get_ticklabels() if tick.get_text()]
         assert labels and not any("10^" in text or "$" in text for text in labels), labels
+
+
+def test_setups_differ_by_marker_and_line_style_and_never_red_beside_green() -> None:
+    drawn = [style(setup) for setup in SETUPS]
+    assert len({d["marker"] for d in drawn}) == len(SETUPS)
+    assert len({d["linestyle"] for d in drawn}) == len(SETUPS)
+    hues = []
+    for d in drawn:
+        red, green, blue = to_rgb(d["color"])
+        greenish = green > red + 0.2 and green > blue
+        hues.append("red" if red > 0.6 and green < 0.45 else "green" if greenish else "")
+    assert not ("red" in hues and "green" in hues), dict(zip(SETUPS, hues, strict=True))
+
+
+def test_throughput_legend_keys_are_drawn_as_the_lines_they_name(figures) -> None:
+    figures.append(figure := plot_throughput(grid([50])))
+    (ax,) = figure.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    keys = ax.get_legend().get_lines()
+    names = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "threadpool: model bound" in names and "async" in names
+    for name, key in zip(names, keys, strict=True):
+        line = lines[name]
+        assert key.get_color() == line.get_color()
+        assert key.get_linestyle() == line.get_linestyle()
+        assert key.get_linewidth() == line.get_linewidth()
+        assert key.get_marker() == line.get_marker()
+    assert "log scale" in ax.get_xlabel()
