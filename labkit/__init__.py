@@ -2,13 +2,13 @@
 
 Folders by job, each importing only from the ones above it in this list:
 
-- `labkit.shop`: the learner's app, as a FastAPI project writes it; nothing in it knows it is
+- `labkit.shop`: the shop app, as a FastAPI project writes it; nothing in it knows it is
   measured;
 - `labkit.instruments`: what the lab attaches to any app from outside (session ledger, simulated
   latency, ``Server-Timing``, loop-lag, pool and thread gauges, SQL capture);
 - `labkit.infra`: what the lab runs on: PostgreSQL servers and a fresh database per notebook,
   PgBouncer, uvicorn processes, the reaper that cleans up after a killed kernel, Jupyter's proxy;
-- `labkit.app`: the lab's instrumented copy of the learner's app (`create_app`), its databases,
+- `labkit.app`: the lab's instrumented copy of the shop app (`create_app`), its databases,
   the in-process client, seeding, and serving it under uvicorn;
 - `labkit.bench`: the load driver, calibration, the grid, the throughput model, results;
 - `labkit.probe`: ``python -m labkit probe module:app``, the bench pointed at your own app;

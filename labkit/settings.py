@@ -1,11 +1,11 @@
 """The lab's own settings from the environment, where its databases live, and how it prints a URL.
 
-`lab_settings()` is the one place outside the learner's app that reads the environment: which
+`lab_settings()` is the one place outside the shop app that reads the environment: which
 database `DATABASE_URL` names, whether PostgreSQL is required (``LAB_REQUIRE_POSTGRES``), what
 JupyterHub tells a kernel, and what a server of the lab left for its worker processes. Every
 other module asks it, so what the lab depends on is listed here and nowhere else.
 
-`DATABASE_URL` is also read by the learner's app (labkit.shop.config), whose rules the lab
+`DATABASE_URL` is also read by the shop app (labkit.shop.config), whose rules the lab
 reuses: one variable, the sync and async drivers derived from it. Here too: the lab's data
 folder, a fresh SQLite file for one notebook or experiment each, and `safe_url`.
 """

@@ -149,7 +149,7 @@ def test_bench_warns_before_the_threadpool_setup_deadlocks(tmp_path: Path, capsy
 
 
 @pytest.mark.slow
-def test_the_learners_app_is_served_by_uvicorn_as_it_is(tmp_path: Path) -> None:
+def test_the_shop_app_is_served_by_uvicorn_as_it_is(tmp_path: Path) -> None:
     """``uvicorn labkit.shop.main:app``: no lab code between the server and the app."""
     with uvicorn_process(sqlite_url(tmp_path / "shop.db"), app="labkit.shop.main:app") as server:
         base = server.url

@@ -1,4 +1,4 @@
-"""`jupyter lab` starts in the lab's folder and serves the notebooks: a learner's first step."""
+"""`jupyter lab` starts in the lab's folder and serves the notebooks: a reader's first step."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ WITH_SOLUTIONS = "04_loading_and_n_plus_1.ipynb"
 SHOWN_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 """The notebook whose tab is chosen: the others are hidden."""
 ERROR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-"""Tracebacks and anything a cell writes to stderr: the red boxes a learner sees."""
+"""Tracebacks and anything a cell writes to stderr: the red boxes a reader sees."""
 ERRORS_BY_CELL = """(panel, error) => [...panel.querySelectorAll(".jp-CodeCell")].flatMap(
     (cell, number) => [...cell.querySelectorAll(error)].map(output => [number, output.textContent])
 )"""
@@ -111,7 +111,7 @@ def lab(folder: Path, chromium: str) -> Iterator[JupyterLab]:
 
 @pytest.fixture(scope="module")
 def page(lab: JupyterLab, chromium: str) -> Iterator[Page]:
-    """JupyterLab in headless Chromium, opened on notebook 00 as a learner's link opens it."""
+    """JupyterLab in headless Chromium, opened on notebook 00 as a reader's link opens it."""
     with sync_playwright() as playwright:
         # CI runs as root, where Chromium's sandbox cannot start.
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -182,7 +182,7 @@ def expect_kernel_idle(page: Page, name: str, timeout_ms: float = 15_000) -> Non
 
 
 def choose(page: Page, menu: str, item: str) -> None:
-    """Click `menu` in the menu bar, then `item` in it, by the words a learner reads."""
+    """Click `menu` in the menu bar, then `item` in it, by the words a reader reads."""
     page.locator(".lm-MenuBar").get_by_text(menu, exact=True).click()
     page.locator(".lm-Menu").get_by_text(item, exact=True).click()
 

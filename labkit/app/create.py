@@ -1,6 +1,6 @@
-"""`create_app()`: the learner's app (labkit.shop.main), copied, with the lab's instruments on.
+"""`create_app()`: the shop app (labkit.shop.main), copied, with the lab's instruments on.
 
-The copy has the learner's routes, error handlers and ``/health``, unchanged. What the lab adds
+The copy has the shop app's routes, error handlers and ``/health``, unchanged. What the lab adds
 comes from outside, the way FastAPI lets anyone change an app it did not write:
 
 - ``app.dependency_overrides``: `get_db` and `get_async_db` give sessions from a `SyncDatabase`
@@ -11,7 +11,7 @@ comes from outside, the way FastAPI lets anyone change an app it did not write:
   group open, engines disposed.
 
 Each call makes a new copy, so a notebook can run several, with other options, side by side.
-The app runs in the notebook's own process (driven through `httpx.ASGITransport`), so a learner
+The app runs in the notebook's own process (driven through `httpx.ASGITransport`), so a reader
 can time it, probe its event loop and inspect its pools from the next cell.
 
 `create_app` returns a `LabApp`: the FastAPI app and what it was made with (its databases,
@@ -59,33 +59,33 @@ async def thread_limit(threads: int | None) -> AsyncIterator[None]:
 
 
 def copy_of_shop() -> FastAPI:
-    """A new app with the learner's routes, error handlers and middleware, and overrides of its
+    """A new app with the shop app's routes, error handlers and middleware, and overrides of its
     own, put together as labkit/shop/main.py puts its `app` together: the same routers, then
     ``/health`` (tests/app/test_copy.py holds the two apps' routes side by side).
 
-    It does not include the learner's whole app as one router, though FastAPI allows it: FastAPI
+    It does not include the shop app's whole app as one router, though FastAPI allows it: FastAPI
     0.165 keeps an included router as a branch of its own, walked on every request, so each route
-    would sit one level deeper than in the learner's app, and every request would pay for that
+    would sit one level deeper than in the shop app, and every request would pay for that
     walk, a tenth of what a read costs at L = 0 (notebook 05 measures what the lab's copy costs
-    against the learner's app served bare).
+    against the shop app served bare).
 
     Its API docs pages (``/docs``, ``/redoc``) load their scripts from files installed with
-    fastapi-offline, not from a CDN as the learner's do, so they open on a machine without
-    internet. The learner's lifespan is replaced by the caller's.
+    fastapi-offline, not from a CDN as the shop app's do, so they open on a machine without
+    internet. The shop app's lifespan is replaced by the caller's.
     """
-    learner = shop_main.app
-    copy = FastAPIOffline(title=learner.title)  # its /docs and /redoc first: they hide the app's
+    shop = shop_main.app
+    copy = FastAPIOffline(title=shop.title)  # its /docs and /redoc first: they hide the app's
     for router in (blocking.router, threadpool.router, async_session.router):
         copy.include_router(router)
     copy.add_api_route("/health", shop_main.health, methods=["GET"])
-    copy.exception_handlers.update(learner.exception_handlers)
-    copy.user_middleware = list(learner.user_middleware)
+    copy.exception_handlers.update(shop.exception_handlers)
+    copy.user_middleware = list(shop.user_middleware)
     return copy
 
 
 @dataclass(frozen=True, eq=False)
 class LabApp:
-    """The learner's app as `create_app` made it: the FastAPI app and the databases behind it.
+    """The shop app as `create_app` made it: the FastAPI app and the databases behind it.
 
     Calling it is calling `fastapi`, so it serves as an ASGI app (``lab_client(app)``,
     uvicorn). Routes, middleware and dependency overrides are added on `fastapi`.
@@ -112,7 +112,7 @@ def create_app(
     threads: int | None = None,
     seed: bool = True,
 ) -> LabApp:
-    """The learner's app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
+    """The shop app on `database_url` (default: `DATABASE_URL`, else the SQLite file).
 
     `options` (:class:`EngineOptions`): simulated latency per statement, pool size and overflow,
     pool timeout, pre-ping, echo. Both setups get the same options, so they differ only in how

@@ -1,12 +1,12 @@
-"""The learner's two setups, made again on a database and with options of the lab's choosing.
+"""The shop app's two setups, made again on a database and with options of the lab's choosing.
 
 `SyncDatabase.create` and `AsyncDatabase.create` build what ``labkit.shop.database`` builds at
 import (engine, session factory, session dependency), on another URL (a notebook's own SQLite
 file, a scratch PostgreSQL database) and with `EngineOptions` (pool size, simulated latency).
 Their sessions count themselves in a `SessionLedger`, and their engines carry the lab's
 instruments (simulated latency, ``Server-Timing``'s database clock). The lab swaps them into a
-copy of the learner's app with ``app.dependency_overrides`` (labkit.app.create), so
-notebooks can make fresh ones side by side without touching the learner's code.
+copy of the shop app with ``app.dependency_overrides`` (labkit.app.create), so
+notebooks can make fresh ones side by side without touching the shop app's code.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class EngineOptions:
     process opened it, where several share one database."""
     sqlite_timeout_s: float | None = None
     """On SQLite, sqlite3's `timeout`: how long a writer waits for another's write lock before
-    "database is locked". None keeps the learner's (``SQLITE_TIMEOUT_S``, sqlite3's 5 s)."""
+    "database is locked". None keeps the shop app's (``SQLITE_TIMEOUT_S``, sqlite3's 5 s)."""
 
     @property
     def pool(self) -> int:
@@ -109,7 +109,7 @@ def without_prepared_statements(url: URL) -> dict[str, Any]:
 
 def _prepare(engine: Engine, options: EngineOptions) -> None:
     if engine.url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", set_sqlite_pragmas)  # as the learner's engine does
+        event.listen(engine, "connect", set_sqlite_pragmas)  # as the shop app's engine does
     time_database(engine)  # the simulated wait adds itself to the same clock
     add_latency(engine, options.latency_ms)
 
@@ -170,7 +170,7 @@ class AsyncDatabase:
         ledger = SessionLedger("async")
         AsyncSessionLocal = async_sessionmaker(
             engine,
-            expire_on_commit=False,  # as the learner's: no implicit reload (MissingGreenlet)
+            expire_on_commit=False,  # as the shop app's: no implicit reload (MissingGreenlet)
             sync_session_class=LedgerSession,
             info={"ledger": ledger},
         )
@@ -192,7 +192,7 @@ def _resolve_annotations(*functions: Callable[..., object]) -> None:
     FastAPI reads an override's signature again on every request that uses it, and evaluates
     each string annotation with ``eval`` when it does: for a session dependency that costs more
     than the rest of its signature, on every request of the lab's app and never of the
-    learner's, whose annotations are objects already.
+    shop app's, whose annotations are objects already.
     """
     for function in functions:
         function.__annotations__.update(get_type_hints(function))

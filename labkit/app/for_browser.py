@@ -1,4 +1,4 @@
-"""The lab's app in a process of its own, started from a notebook for the learner's browser, and
+"""The lab's app in a process of its own, started from a notebook for your browser, and
 a check that its API docs load from the app alone.
 
 A cell that starts a server to click on cannot hold it in a ``with`` block: the block would end
@@ -8,7 +8,7 @@ too (`uvicorn_process` leaves that to the reaper); ``.stop()`` ends it by hand.
 
 The docs page is Swagger UI. FastAPI's own page loads it from a CDN, blank without internet; the
 lab's app serves it from files installed with the fastapi-offline package. `check_docs` fetches
-the page the way the learner's browser gets it, then every script, stylesheet, icon and the
+the page the way your browser gets it, then every script, stylesheet, icon and the
 OpenAPI schema the page names, and says where each came from.
 """
 
@@ -87,7 +87,7 @@ def check_docs(address: Address) -> DocsCheck:
 
 @dataclass(frozen=True)
 class BrowserServer:
-    """The lab's app under uvicorn, for the learner's browser: where it listens, how the browser
+    """The lab's app under uvicorn, for your browser: where it listens, how the browser
     reaches it (`address`), and its docs page's link."""
 
     server: Server
@@ -109,7 +109,7 @@ def serve_for_browser(
     database_url: str | URL, options: EngineOptions | None = None
 ) -> BrowserServer:
     """Start the lab's app with `options` (`uvicorn_process`) on a free port, after stopping the
-    one this function started before, and work out how the learner's browser reaches it
+    one this function started before, and work out how your browser reaches it
     (`address_of`)."""
     stop_for_browser()
     server = _running.enter_context(uvicorn_process(database_url, options))

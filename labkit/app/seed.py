@@ -1,6 +1,6 @@
 """Create the tables and load the committed seed set (``data/users.csv``, ``data/posts.csv``).
 
-The seed is deterministic, so every notebook, test and learner sees the same users and posts,
+The seed is deterministic, so every notebook, test and reader sees the same users and posts,
 and stored notebook outputs stay comparable. It is loaded once: a database that already has
 users is left as it is.
 """

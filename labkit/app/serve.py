@@ -58,7 +58,7 @@ class ServeOptions:
 
     database_url: str | None = None
     """The full URL, password included (None: `DATABASE_URL`, else the SQLite file, as the
-    learner's app decides). It travels as JSON to the workers, never on a command line."""
+    shop app decides). It travels as JSON to the workers, never on a command line."""
     engine: EngineOptions = field(default_factory=EngineOptions)
     threads: int | None = None
     """AnyIO's thread limit in each worker (None: AnyIO's 40)."""

@@ -1,18 +1,18 @@
-"""What the lab's instruments cost: the learner's app served bare against `create_app`'s copy.
+"""What the lab's instruments cost: the shop app served bare against `create_app`'s copy.
 
-Every number the lab shows comes from its instrumented copy of the learner's app (session ledger,
+Every number the lab shows comes from its instrumented copy of the shop app (session ledger,
 ``Server-Timing``, the request group that lets a cancelled request finish). At L = 0 a request is
 all CPU work, so whatever the instruments add is a share of the throughput the notebooks report.
-`instruments_cost` measures that share: the learner's own ``labkit.shop.main.app`` and
+`instruments_cost` measures that share: the your own ``labkit.shop.main.app`` and
 `create_app`'s app, on one new SQLite file, loaded in turns on each setup's read route.
 
-The learner's app reads `DATABASE_URL` once, at import, and builds its engines from it. So the
+The shop app reads `DATABASE_URL` once, at import, and builds its engines from it. So the
 measurement runs in a process of its own (``python -m labkit.bench.instruments_cost``), started
-with `DATABASE_URL` naming the new file: there the learner's app is exactly what
+with `DATABASE_URL` naming the new file: there the shop app is exactly what
 ``uvicorn labkit.shop.main:app`` would serve, its own engines and dependencies, nothing
 overridden. (Overriding its session dependencies in this process would point it at the file,
 but FastAPI then builds each overridden dependency's description again on every request, a cost
-the bare app would carry and the learner's does not.) Both apps are driven in that process, on
+the bare app would carry and the shop app's does not.) Both apps are driven in that process, on
 one event loop, through the same in-process transport, so they differ only in the instruments.
 """
 
@@ -174,7 +174,7 @@ async def measure_here(
     program slowed moves it less than it would a total. Each app first gets `warmup` requests
     per setup, unmeasured, so pools and threads exist before the clock starts.
     """
-    # Imported here: the learner's app reads DATABASE_URL when it is imported, and only the
+    # Imported here: the shop app reads DATABASE_URL when it is imported, and only the
     # measuring process has the one this measurement needs.
     from labkit.app.client import lab_client
     from labkit.app.create import create_app

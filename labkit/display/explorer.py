@@ -38,7 +38,7 @@ FIGURE_INCHES, DPI = (7, 3.8), 90
 
 @dataclass(frozen=True)
 class ExplorerPoint:
-    """A point of the explorer: the model's inputs, as a learner sets them with the sliders."""
+    """A point of the explorer: the model's inputs, as a reader sets them with the sliders."""
 
     latency_ms: float = 20.0
     cpu_ms: float = 1.0

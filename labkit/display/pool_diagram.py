@@ -1,6 +1,6 @@
 """Engine → pool → connections → sessions, drawn from the live objects at one moment.
 
-A learner is told that an engine owns a pool, that the pool lends connections, and that a
+A reader is told that an engine owns a pool, that the pool lends connections, and that a
 session holds one only from its first statement until it ends. The picture shows it for the
 objects in front of them: `read_pool` reads an engine's pool and some sessions (what is checked
 out, what is idle, which session holds which connection), and `plot_pool` draws that reading.

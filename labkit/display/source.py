@@ -1,4 +1,4 @@
-"""The learner's code shown as code: highlighted Python in JupyterLab, plain source elsewhere.
+"""The shop app's code shown as code: highlighted Python in JupyterLab, plain source elsewhere.
 
 `show_source` shows functions, classes and modules; `show_declared` shows a module-level
 declaration such as ``SessionDep = Annotated[...]``, which has no source of its own for

@@ -8,7 +8,7 @@ flush) is a loop on its state.
 
 "Expired" is not one of SQLAlchemy's five states: an expired object is persistent, with its
 loaded values dropped (``inspect(obj).expired_attributes``). It gets a box of its own because
-what happens on the next attribute read (a query) is what a learner has to see.
+what happens on the next attribute read (a query) is what a reader has to see.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""A server the lab starts, in the learner's browser, wherever the notebook runs.
+"""A server the lab starts, in your browser, wherever the notebook runs.
 
 A server on 127.0.0.1 answers browsers on the same machine only. On Binder (any JupyterHub), the
-kernel runs in a container far from the learner's browser, and the one door into the container
+kernel runs in a container far from your browser, and the one door into the container
 is the Jupyter server the browser already talks to. jupyter-server-proxy (in requirements.txt)
 opens it: ``{base_url}proxy/PORT/...`` on the Jupyter server is forwarded to ``127.0.0.1:PORT``,
 behind the Jupyter server's own login. Locally the same link works too.
@@ -84,7 +84,7 @@ class _Printer(Protocol):
 
 @dataclass(frozen=True)
 class Link:
-    """What a learner clicks (`href`), what it shows (`text`) and why it goes there (`how`)."""
+    """What a reader clicks (`href`), what it shows (`text`) and why it goes there (`how`)."""
 
     href: str
     text: str
@@ -105,7 +105,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Address:
-    """Where a learner's browser reaches a server on a loopback port, and how this kernel gets
+    """Where a reader's browser reaches a server on a loopback port, and how this kernel gets
     there the same way: `href` and `text` start its links, `fetch` and `headers` its requests."""
 
     href: str
@@ -169,7 +169,7 @@ def this_kernels_server() -> JupyterServer | None:
 
 
 def address_of(port: int) -> Address:
-    """How the learner's browser reaches the server at 127.0.0.1:`port`.
+    """How your browser reaches the server at 127.0.0.1:`port`.
 
     Through the proxy of the Jupyter server that runs this kernel, once a request through it
     reached the port; on JupyterHub (Binder), through the prefix the hub names; else the

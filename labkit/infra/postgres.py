@@ -1,6 +1,6 @@
 """Finding a PostgreSQL server for the lab, and giving each experiment a database of its own.
 
-SQLite needs nothing; PostgreSQL needs a server. `find_server()` looks where a learner's server is
+SQLite needs nothing; PostgreSQL needs a server. `find_server()` looks where your server is
 likely to be, in this order, and says why when it finds none:
 
 1. `DATABASE_URL`, when it names a PostgreSQL database;

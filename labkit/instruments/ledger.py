@@ -4,7 +4,7 @@ A session factory made with ``class_=LedgerSession, info={"ledger": ledger}`` ma
 that count themselves in `ledger` when they open and close, and log both (logger
 ``labkit.sessions``, level INFO). Each setup has a ledger of its own, numbering from 1, so the
 ledger's label names the setup in the log ("sync session 1 opened", "async session 1 opened"):
-without it, a log of both setups would show two different "session 1". The learner's code is
+without it, a log of both setups would show two different "session 1". The shop app's code is
 unchanged: the lab swaps its factory in through ``app.dependency_overrides`` (see
 labkit.app).
 """

@@ -74,7 +74,7 @@ class StatementLog:
         return [outline(statement) for statement in self.statements]
 
     def show(self) -> None:
-        """Print each statement on one line, then its parameters: what a learner reads."""
+        """Print each statement on one line, then its parameters: what a reader reads."""
         for statement, parameters in self.entries:
             print(" ".join(statement.split()))
             if parameters is not None:  # None: a transaction's begin or end

@@ -14,7 +14,7 @@
   goes out and when the request ends.
 
 Each lesson's routes and dependencies are module-level functions (a notebook prints them with
-`inspect.getsource`), using the learner's `SessionDep`; each app factory swaps in a database of
+`inspect.getsource`), using the shop app's `SessionDep`; each app factory swaps in a database of
 the lab's with ``app.dependency_overrides``, as `create_app` does.
 
 No ``from __future__ import annotations`` here: FastAPI must resolve the ``Annotated``

@@ -1,4 +1,4 @@
-"""The learner's app, written as a FastAPI project writes it: nothing in it knows it is measured.
+"""The shop app, written as a FastAPI project writes it: nothing in it knows it is measured.
 
 - `config`: where the database is (`DATABASE_URL`);
 - `database`: engines, session factories and the per-request session dependencies;

@@ -1,7 +1,7 @@
 """Concurrent writes on SQLite lose nothing and double nothing, through every setup.
 
 SQLite lets one writer at a time hold the file's write lock. A writer that finds the lock taken
-waits for it, up to sqlite3's ``timeout`` (5 s by default, which the learner's ``connect_args``
+waits for it, up to sqlite3's ``timeout`` (5 s by default, which the shop app's ``connect_args``
 writes out), instead of failing at once with "database is locked". With that wait, 500
 concurrent ``POST``s all succeed; without it, many are refused, and the refusal is a 503 a
 client can retry. Either way the rows afterwards are exactly the ``201`` answers. (WAL, which

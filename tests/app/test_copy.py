@@ -1,6 +1,6 @@
-"""The lab's copy of the learner's app has the learner's routes, exactly, and nothing else of theirs
+"""The lab's copy of the shop app has the shop app's routes, exactly, and nothing else of theirs
 changes: the copy is put together as labkit/shop/main.py puts its `app` together, so a route the
-learner adds there must reach the copy too."""
+reader adds there must reach the copy too."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from labkit.app.create import copy_of_shop
 from labkit.shop import main as shop_main
 
 
-def test_the_copy_serves_the_learners_routes_and_error_handlers() -> None:
-    copy, learner = copy_of_shop(), shop_main.app
-    assert copy.openapi()["paths"] == learner.openapi()["paths"]
-    assert copy.openapi()["components"] == learner.openapi()["components"]
-    assert copy.exception_handlers == learner.exception_handlers
-    assert copy.user_middleware == learner.user_middleware
+def test_the_copy_serves_the_shop_apps_routes_and_error_handlers() -> None:
+    copy, shop = copy_of_shop(), shop_main.app
+    assert copy.openapi()["paths"] == shop.openapi()["paths"]
+    assert copy.openapi()["components"] == shop.openapi()["components"]
+    assert copy.exception_handlers == shop.exception_handlers
+    assert copy.user_middleware == shop.user_middleware
 
 
 def test_the_copy_is_a_new_app_each_time_with_overrides_of_its_own() -> None:

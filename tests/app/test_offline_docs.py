@@ -17,7 +17,7 @@ from labkit.app.client import lab_client
 from labkit.app.create import LabApp
 from labkit.app.for_browser import page_assets
 from labkit.infra.jupyter_proxy import ProxyPrefix
-from labkit.shop.main import app as learners_app
+from labkit.shop.main import app as shop_app
 
 pytestmark = pytest.mark.anyio
 
@@ -36,9 +36,9 @@ def test_page_assets_are_what_a_browser_loads_as_the_page_opens() -> None:
     ]
 
 
-async def test_the_learners_app_loads_its_docs_from_a_cdn() -> None:
+async def test_the_shop_app_loads_its_docs_from_a_cdn() -> None:
     """Why the lab's copy serves its own: the app as FastAPI makes it needs the internet."""
-    transport = httpx.ASGITransport(learners_app)  # no lifespan: no tables made anywhere
+    transport = httpx.ASGITransport(shop_app)  # no lifespan: no tables made anywhere
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         page = await client.get("/docs")
     assert [url for url in page_assets(page.text) if urlsplit(url).netloc]

@@ -1,4 +1,4 @@
-"""The learner's code as code: highlighted in JupyterLab, the source itself as plain text; a
+"""The shop app's code as code: highlighted in JupyterLab, the source itself as plain text; a
 declaration as the module writes it."""
 
 import pytest

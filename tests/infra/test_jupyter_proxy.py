@@ -1,4 +1,4 @@
-"""The served app where learners are: through Jupyter's proxy, with API docs that need no internet.
+"""The served app where readers are: through Jupyter's proxy, with API docs that need no internet.
 
 `jupyter lab` (on loopback, with a token, jupyter-server-proxy installed) and ``python -m labkit
 serve`` on a free port: the app answers at the Jupyter server's ``/proxy/PORT/``, its docs page

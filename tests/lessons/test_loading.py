@@ -1,5 +1,5 @@
 """Relationships in async code, as notebook 04 teaches them: the plain lazy read raises, the
-awaited read (`AsyncAttrs` on the learner's `Base`) works at one query per object and costs
+awaited read (`AsyncAttrs` on the shop app's `Base`) works at one query per object and costs
 nothing once loaded, and `selectinload` sends one ``IN`` list per 500 keys."""
 
 from __future__ import annotations

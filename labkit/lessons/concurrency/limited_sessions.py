@@ -60,7 +60,7 @@ LIMITED = {
 
 def limited_router(limit: int) -> APIRouter:
     """Each setup's ``GET /users/{id}`` under ``/limited``, its session dependency limited to
-    `limit` calls at once. The routes are the learner's; only the dependency differs.
+    `limit` calls at once. The routes are the shop app's; only the dependency differs.
 
     Each call makes new ``Depends`` objects, so each app gets semaphores of its own.
     """

@@ -5,8 +5,8 @@ the dependency's scope ends: with the default scope (``"request"``) after the re
 sent *and* after the background tasks have run, or after a streamed response has ended, or
 after a WebSocket has closed; with ``Depends(get_db, scope="function")`` once the route has
 returned and FastAPI has validated its answer, before the response is sent. Until the session
-closes, any query it ran keeps a pooled connection checked out. These routes, written as a
-learner writes them, show what that means for work that goes on after the response:
+closes, any query it ran keeps a pooled connection checked out. These routes, written as an
+app writes them, show what that means for work that goes on after the response:
 
 - background tasks (``/request-scope/...``, ``/function-scope/...``, ``/own-session/...``): a
   task given the request's session holds its connection until the task ends, long after the

@@ -3,7 +3,7 @@ reached them.
 
 `client_gone_app` serves one read per route kind (``def`` with a `Session`, ``async def`` with
 an `AsyncSession`, and an ``async def`` route with an ``asyncio.timeout`` of its own), on the
-learner's session dependencies, swapped through ``app.dependency_overrides`` for twins that note
+shop app's session dependencies, swapped through ``app.dependency_overrides`` for twins that note
 what reached their ``yield`` (`noted_session_dependency`). `Notes` keeps, per request, what the
 route and the dependency's exit saw; `CancelAfter` is a timeout middleware that cancels the
 whole request the asyncio way or the AnyIO way. `labkit.lessons.lifecycle.client_gone` runs the
@@ -273,7 +273,7 @@ def client_gone_app(
 def noted_session_dependency(
     database: SyncDatabase | AsyncDatabase, notes: Notes
 ) -> Callable[[], Any]:
-    """The learner's ``get_db`` (or ``get_async_db``), with `Notes` around its ``yield``."""
+    """The shop app's ``get_db`` (or ``get_async_db``), with `Notes` around its ``yield``."""
     if isinstance(database, AsyncDatabase):
         factory = database.AsyncSessionLocal
 

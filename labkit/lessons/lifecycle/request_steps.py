@@ -1,6 +1,6 @@
 """When each step of a request happens: a lesson app that notes the time of every step.
 
-The app reads one user through the learner's session dependency in four ways: a ``def`` route
+The app reads one user through the shop app's session dependency in four ways: a ``def`` route
 with ``SessionDep`` and an ``async def`` route with ``AsyncSessionDep``, each with the default
 dependency scope (``"request"``) and with ``Depends(..., scope="function")``. Each step of a
 request is noted on one clock (``time.perf_counter()``, the same in every thread) in a

@@ -224,7 +224,7 @@ def create_user_scoped_removed(payload: UserCreate) -> UserOut:
 
 @scoped_router.post("/per-request/users", status_code=status.HTTP_201_CREATED)
 def create_user_per_request(payload: UserCreate, db: SessionDep) -> UserOut:
-    """The same rule on the learner's per-request session (`get_db` closes it)."""
+    """The same rule on the shop app's per-request session (`get_db` closes it)."""
     return add_user(db, payload)
 
 
@@ -249,7 +249,7 @@ def same_session(db: ScopedSessionDep) -> SameSession:
 
 def scoped_session_app(database: SyncDatabase) -> FastAPI:
     """``POST /scoped/users`` (a registry session never removed), ``POST /scoped-removed/users``
-    (removed at the end of the route), ``POST /per-request/users`` (the learner's per-request
+    (removed at the end of the route), ``POST /per-request/users`` (the shop app's per-request
     dependency), and ``GET /scoped/same-session`` (a dependency built on the registry), on one
     database and one new registry. A sign-up from `CLOSED_DOMAIN` is refused with 403 after the
     user was added to the session."""

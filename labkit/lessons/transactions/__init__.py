@@ -1,3 +1,3 @@
 """Notebook 09's apps and experiments: transactions, lost updates, isolation levels, row locks,
-and the learner's test suite run under pytest.
+and the shop app's test suite run under pytest.
 """

@@ -1,4 +1,4 @@
-"""Transactions in a request, and five ways to take money from one balance, as learners write
+"""Transactions in a request, and five ways to take money from one balance, as people write
 them.
 
 - `get_db_in_transaction` (and its async twin): one session per request inside
@@ -29,7 +29,7 @@ them.
   ``REPEATABLE READ`` too). The route answers it with a 409 and ``Retry-After``, as the versioned
   route does, and the client sends the withdrawal again. SQLite accepts the level and changes
   nothing: sqlite3 runs the read outside any transaction (see `begin_sqlite_transactions`).
-- ``POST /atomic-commit/...``: the atomic withdrawal on the learner's `SessionDep`, committing in
+- ``POST /atomic-commit/...``: the atomic withdrawal on the shop app's `SessionDep`, committing in
   the route right after its ``UPDATE``: the row is held for the COMMIT only, not also while
   FastAPI returns from the route and runs the dependency's exit.
 - `add_user_once`: get-or-create with a SAVEPOINT (``begin_nested()``): a duplicate email undoes
@@ -60,7 +60,7 @@ from labkit.shop.models import MAX_ID, User
 
 
 class Base(DeclarativeBase):
-    """The lesson's own tables, apart from the learner's app's."""
+    """The lesson's own tables, apart from the shop app's."""
 
 
 class Account(Base):
@@ -365,7 +365,7 @@ def transactions_app(
 ) -> FastAPI:
     """The routes above on the lab's databases (``/async/...`` needs `async_database`).
 
-    The learner's error handlers answer a database that cannot serve (SQLite's "database is
+    The shop app's error handlers answer a database that cannot serve (SQLite's "database is
     locked" past ``busy_timeout``, a full pool) with a 503. `lifespan`: `lesson_lifespan`'s
     options (``threads``).
     """

@@ -77,7 +77,7 @@ async def test_two_uncached_slots_per_request_wait_for_each_other_for_ever(db_ur
 
 async def test_apps_that_include_the_same_limited_routes_share_one_limit() -> None:
     """The semaphore belongs to the ``Depends`` object (per event loop), not to an app: two
-    apps with the same router, as `create_app`'s copies of the learner's app have, share it."""
+    apps with the same router, as `create_app`'s copies of the shop app have, share it."""
 
     def slow_dependency() -> Iterator[None]:
         time.sleep(0.1)
