@@ -1,11 +1,20 @@
-"""A request's steps on a time line: one row per way of serving it, one marker per step.
+"""A request's steps on a time line: when the response goes out, and when the connection goes back.
 
 Each row is one `RequestSteps` (labkit.lessons.lifecycle.request_steps): the median time of every
-step over its runs, in ms since the request reached the app. A bar spans the time a pooled
-connection was checked out, and a black tick marks when the body was sent, so what happens on
-either side of the response is seen at a glance. Rows served the same way (in process, over a
-socket) share a panel; every step has one marker and colour in every row, named once in the
-legend, in the order a request takes them.
+step over its runs, in ms since the request reached the app. Rows served the same way (in
+process, over a socket) share a panel.
+
+Notebook 08's lesson is the order of three steps, so only they are drawn large, in Okabe-Ito
+colours that a colour-blind reader can tell apart, each with a shape of its own:
+
+- the body sent: a vermillion tick across the row;
+- the connection back in the pool: a blue diamond, ending a light blue bar that spans the time
+  the connection was checked out;
+- the client having its answer: a black star.
+
+Every other step is a small grey dot, and the legend names them once as "other steps". The
+figure this replaces gave each of the twelve steps a colour and a legend entry, and it could only
+be read with a guide beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import matplotlib.pyplot as plt
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -23,43 +33,63 @@ from labkit.lessons.lifecycle.request_steps import (
     BODY_SENT,
     CHECKED_IN,
     CHECKED_OUT,
-    STEPS,
+    CLIENT_HAS_IT,
     RequestSteps,
 )
 
-CHECKED_OUT_COLOUR = "#f6d7a7"
-MARKED = tuple(step for step in STEPS if step != BODY_SENT)
-"""The steps drawn as markers; "body sent" is a black tick across the row instead."""
-MARKERS = dict(zip(MARKED, "o>sD<^vhpX*", strict=True))
-COLOURS = dict(zip(MARKED, [*(f"C{i}" for i in range(10)), "black"], strict=True))
-STAIR = 0.06
-"""How far below the previous one each step's marker sits, so that steps a few microseconds
-apart stay apart on the page: the row reads as a staircase, first step at the top."""
+BLUE = "#0072B2"
+"""Okabe-Ito blue: the connection back in the pool."""
+SKY_BLUE = "#56B4E9"
+"""Okabe-Ito sky blue, drawn light: the span the connection was checked out."""
+VERMILLION = "#D55E00"
+"""Okabe-Ito vermillion: the body sent."""
+OTHER_GREY = "#BBBBBB"
+"""Every step the lesson is not about."""
+
+EMPHASISED = (BODY_SENT, CHECKED_IN, CLIENT_HAS_IT)
+"""The steps drawn large; every other step is a small grey dot."""
+LABELS = {
+    BODY_SENT: "response body sent",
+    CHECKED_IN: "connection back in the pool",
+    CLIENT_HAS_IT: "client has the answer",
+}
 
 
 def _row(ax: Axes, y: float, median: dict[str, float]) -> None:
-    top = y + STAIR * (len(MARKED) - 1) / 2
-    ax.hlines(y, 0, max(median.values()), color="lightgrey", linewidth=1, zorder=1)
+    ax.hlines(y, 0, max(median.values()), color=OTHER_GREY, linewidth=1, zorder=1)
     if CHECKED_OUT in median and CHECKED_IN in median:
         out, back = median[CHECKED_OUT], median[CHECKED_IN]
-        ax.barh(y, back - out, left=out, height=0.8, color=CHECKED_OUT_COLOUR, zorder=2)
+        ax.barh(y, back - out, left=out, height=0.5, color=SKY_BLUE, alpha=0.35, zorder=2)
+    others = [time for step, time in median.items() if step not in EMPHASISED]
+    ax.plot(others, [y] * len(others), "o", color=OTHER_GREY, markersize=4, zorder=3)
     if BODY_SENT in median:
-        ax.vlines(median[BODY_SENT], y - 0.42, y + 0.42, color="black", linewidth=2.5, zorder=3)
-    for index, step in enumerate(MARKED):
-        if step in median:
-            ax.plot(
-                median[step],
-                top - STAIR * index,
-                MARKERS[step],
-                color=COLOURS[step],
-                markersize=6,
-                linestyle="none",
-                zorder=4,
-            )
+        ax.vlines(median[BODY_SENT], y - 0.38, y + 0.38, color=VERMILLION, linewidth=3.5, zorder=4)
+    if CHECKED_IN in median:
+        ax.plot(median[CHECKED_IN], y, "D", color=BLUE, markersize=10, zorder=5)
+    if CLIENT_HAS_IT in median:
+        ax.plot(median[CLIENT_HAS_IT], y, "*", color="black", markersize=14, zorder=6)
+
+
+def _legend_handles() -> list[Artist | tuple[Artist, ...]]:
+    held = Patch(color=SKY_BLUE, alpha=0.35)
+    back = Line2D([], [], marker="D", color=BLUE, markersize=10, linestyle="none")
+    sent = Line2D(
+        [],
+        [],
+        marker="|",
+        color=VERMILLION,
+        markersize=16,
+        markeredgewidth=3.5,
+        linestyle="none",
+    )
+    client = Line2D([], [], marker="*", color="black", markersize=14, linestyle="none")
+    other = Line2D([], [], marker="o", color=OTHER_GREY, markersize=4, linestyle="none")
+    return [sent, (held, back), client, other]
 
 
 def plot_request_steps(
-    results: Sequence[RequestSteps], title: str = "When each step of a request happens"
+    results: Sequence[RequestSteps],
+    title: str = "When the connection goes back to the pool, and when the response goes out",
 ) -> Figure:
     """Draw each result as a row of its median step times; one panel per way of serving."""
     served = list(dict.fromkeys(result.served for result in results))
@@ -67,7 +97,7 @@ def plot_request_steps(
     fig, axes = plt.subplots(
         len(groups),
         1,
-        figsize=(11, 1.2 + 0.55 * len(results)),
+        figsize=(10, 1.8 + 0.6 * len(results)),
         sharex=True,
         squeeze=False,
         height_ratios=[len(group) for group in groups],
@@ -82,22 +112,19 @@ def plot_request_steps(
         ax.grid(True, axis="x", alpha=0.3)
     runs = min(len(result.runs) for result in results)
     axes[-1, 0].set_xlabel(f"ms since the request reached the app (median of {runs} runs)")
-    handles: list[Artist] = [
-        Line2D([], [], marker=MARKERS[step], color=COLOURS[step], linestyle="none", label=step)
-        for step in MARKED
+    labels = [
+        LABELS[BODY_SENT],
+        f"{LABELS[CHECKED_IN]} (bar: checked out)",
+        LABELS[CLIENT_HAS_IT],
+        "other steps",
     ]
-    body = Line2D(
-        [],
-        [],
-        color="black",
-        linestyle="none",
-        label=BODY_SENT,
-        marker="|",
-        markersize=12,
-        markeredgewidth=2.5,
+    fig.legend(
+        handles=_legend_handles(),
+        labels=labels,
+        handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+        loc="outside lower center",
+        ncols=4,
+        frameon=False,
     )
-    handles.insert(STEPS.index(BODY_SENT), body)
-    handles.append(Patch(color=CHECKED_OUT_COLOUR, label="a connection checked out"))
-    fig.legend(handles=handles, loc="outside right center", frameon=False)
     fig.suptitle(title)
     return fig
