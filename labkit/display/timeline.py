@@ -12,9 +12,8 @@ colours that a colour-blind reader can tell apart, each with a shape of its own:
   the connection was checked out;
 - the client having its answer: a black star.
 
-Every other step is a small grey dot, and the legend names them once as "other steps". The
-figure this replaces gave each of the twelve steps a colour and a legend entry, and it could only
-be read with a guide beside it.
+Every other step is a small grey dot, and the legend names them once as "other steps": four
+legend entries, not twelve, so the figure reads without a guide beside it.
 """
 
 from __future__ import annotations
