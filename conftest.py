@@ -7,7 +7,7 @@ It sits beside `notebooks/` and `tests/` so that pytest reads it whichever of th
 Slow are the notebooks (nbval's items, and the tests that run or serve them), every test that
 works on PostgreSQL, and the tests marked ``@pytest.mark.slow`` by hand: timing experiments that
 wait out pool timeouts, and servers.
-On PostgreSQL, the learner's tests (tests/shop) get a scratch database as `TEST_DATABASE_URL`.
+On PostgreSQL, the shop app's tests (tests/shop) get a scratch database as `TEST_DATABASE_URL`.
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ from labkit.infra.postgres import (
 from labkit.settings import lab_settings
 
 POSTGRES_SANITIZERS = Path(__file__).parent / "tests" / "sanitize_postgres.cfg"
-LEARNER_TESTS = Path(__file__).parent / "tests" / "shop"
-"""The learner's own tests of the learner's app: they read their database from
+SHOP_TESTS = Path(__file__).parent / "tests" / "shop"
+"""The shop app's own tests: they read their database from
 `TEST_DATABASE_URL`, in-memory SQLite when it is unset."""
-LEARNER_DATABASE = "TEST_DATABASE_URL"
+SHOP_TEST_DATABASE = "TEST_DATABASE_URL"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under a PostgreSQL `DATABASE_URL`, nbval compares the notebooks' stored outputs (an SQLite
     run's) through sanitize_postgres.cfg as well: it writes both drivers' spelling of the same
     SQL and errors alike. nbval reads one file, so the two are joined into a temporary one.
-    The learner's tests then get a PostgreSQL database too (`give_learner_tests_postgres`)."""
-    give_learner_tests_postgres(config)
+    The shop app's tests then get a PostgreSQL database too (`give_shop_tests_postgres`)."""
+    give_shop_tests_postgres(config)
     given = config.option.nbval_sanitize_with
     if selected_backend() != "postgresql" or not given:
         return
@@ -59,14 +59,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.nbval_sanitize_with = str(joined)
 
 
-def give_learner_tests_postgres(config: pytest.Config) -> None:
-    """Under a PostgreSQL `DATABASE_URL`, run the learner's tests on PostgreSQL as well, in a new
+def give_shop_tests_postgres(config: pytest.Config) -> None:
+    """Under a PostgreSQL `DATABASE_URL`, run the shop app's tests on PostgreSQL as well, in a new
     database of their own (never the one `DATABASE_URL` names), dropped when the run ends.
 
-    A `TEST_DATABASE_URL` set by hand is kept. Where no server answers, the learner's tests stay
+    A `TEST_DATABASE_URL` set by hand is kept. Where no server answers, the shop app's tests stay
     on SQLite, unless LAB_REQUIRE_POSTGRES is set: then the run fails, saying why.
     """
-    if selected_backend() != "postgresql" or os.environ.get(LEARNER_DATABASE):
+    if selected_backend() != "postgresql" or os.environ.get(SHOP_TEST_DATABASE):
         return
     server, _why_not = server_if_any()
     if server is None:
@@ -75,18 +75,18 @@ def give_learner_tests_postgres(config: pytest.Config) -> None:
     url = fresh_postgres_database(server, name)
 
     def done() -> None:
-        os.environ.pop(LEARNER_DATABASE, None)
+        os.environ.pop(SHOP_TEST_DATABASE, None)
         drop_database(server, name)
 
     config.add_cleanup(done)
-    os.environ[LEARNER_DATABASE] = url.render_as_string(hide_password=False)
+    os.environ[SHOP_TEST_DATABASE] = url.render_as_string(hide_password=False)
 
 
-def learner_tests_on_postgres(item: pytest.Item) -> bool:
-    """One of the learner's tests, run on PostgreSQL (quick on in-memory SQLite, the default)."""
-    if LEARNER_TESTS not in item.path.parents:
+def shop_tests_on_postgres(item: pytest.Item) -> bool:
+    """One of the shop app's tests, run on PostgreSQL (quick on in-memory SQLite, the default)."""
+    if SHOP_TESTS not in item.path.parents:
         return False
-    url = os.environ.get(LEARNER_DATABASE)
+    url = os.environ.get(SHOP_TEST_DATABASE)
     return url is not None and make_url(url).get_backend_name() == "postgresql"
 
 
@@ -99,10 +99,10 @@ POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 def is_slow(item: pytest.Item) -> bool:
     """A notebook's cell, a test that runs or serves notebooks, or one that works on PostgreSQL
     (through its fixtures, as the ``postgresql`` case of `support.every_backend`, or as one of
-    the learner's tests on PostgreSQL)."""
+    the shop app's tests on PostgreSQL)."""
     if item.path.suffix == ".ipynb" or item.path.name in SLOW_FILES:
         return True
-    if learner_tests_on_postgres(item):
+    if shop_tests_on_postgres(item):
         return True
     if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
@@ -160,7 +160,7 @@ def run_again(items: list[pytest.Item]) -> list[pytest.Item]:
     """`items`, where each notebook collected whole (and not a timing notebook) is followed by its
     cells once more, as items named "Cell N, run again", in the kernel of the first run.
 
-    nbval checks a notebook in a fresh kernel. A learner instead runs cells again in the kernel
+    nbval checks a notebook in a fresh kernel. A reader instead runs cells again in the kernel
     they have: a notebook that leaks state between runs (a handler added twice, a database left
     half changed) would pass nbval and still mislead them. The second run's items are nbval's
     own, on the same notebook, so its outputs must match the stored ones again, through the same

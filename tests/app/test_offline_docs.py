@@ -21,7 +21,7 @@ from labkit.shop.main import app as shop_app
 
 pytestmark = pytest.mark.anyio
 
-PREFIX = "/user/learner/proxy/8000"
+PREFIX = "/user/reader/proxy/8000"
 
 
 def test_page_assets_are_what_a_browser_loads_as_the_page_opens() -> None:
