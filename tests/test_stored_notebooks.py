@@ -164,3 +164,31 @@ def test_a_collapsed_solution_shows_no_answer_in_its_bar(path: Path) -> None:
             first = source(cell).strip().splitlines()[0]
             title = first.startswith("#") or re.fullmatch(r"\*\*[^*]+\*\*", first)
             assert title, f"{path.name}: solution cell {i} opens with {first!r}"
+
+
+DOCS = re.compile(
+    r"\]\((https://(?:fastapi\.tiangolo\.com|docs\.sqlalchemy\.org|www\.starlette\.io"
+    r"|www\.postgresql\.org|www\.pgbouncer\.org|docs\.python\.org)/[^)\s]*)\)"
+)
+"""A markdown link to the documentation of a library or tool the lab teaches."""
+
+
+def test_the_notebooks_link_the_libraries_docs_where_they_use_them() -> None:
+    pages = {
+        link
+        for path in NOTEBOOKS
+        for cell in cells_of(path)
+        if cell["cell_type"] == "markdown"
+        for link in DOCS.findall(source(cell))
+    }
+    assert len(pages) >= 15, sorted(pages)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_the_prose_speaks_to_you_and_names_the_tutorial_page(path: Path) -> None:
+    """The reader is "you"; the page the lab grew from is "the tutorial page", named in 00."""
+    text = json.dumps(cells_of(path)).lower()  # prose, code and outputs alike
+    assert "learner" not in text
+    assert "seed page" not in text
+    if path.stem.startswith("00"):
+        assert "sqlalchemy setup with fastapi" in text  # the page's title, in its own section
