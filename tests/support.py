@@ -183,7 +183,7 @@ def jupyter_lab(root: Path, state: Path, *, timeout_s: float = 60) -> Iterator[J
     """`jupyter lab` serving `root` on loopback with a token, as a reader starts it, once it
     answers ``/api/status``; stopped (its kernels with it) and waited for on exit.
 
-    Its log, runtime files, settings and workspaces go to `state`, so the your own JupyterLab
+    Its log, runtime files, settings and workspaces go to `state`, so your own JupyterLab
     settings change nothing here and nothing here is left in theirs. Any failure, in the server
     or in the ``with`` block, names the log.
     """

@@ -63,7 +63,7 @@ def copy_of_shop() -> FastAPI:
     own, put together as labkit/shop/main.py puts its `app` together: the same routers, then
     ``/health`` (tests/app/test_copy.py holds the two apps' routes side by side).
 
-    It does not include the shop app's whole app as one router, though FastAPI allows it: FastAPI
+    It does not include the shop app as one router, though FastAPI allows it: FastAPI
     0.165 keeps an included router as a branch of its own, walked on every request, so each route
     would sit one level deeper than in the shop app, and every request would pay for that
     walk, a tenth of what a read costs at L = 0 (notebook 05 measures what the lab's copy costs

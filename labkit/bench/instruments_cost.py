@@ -3,7 +3,7 @@
 Every number the lab shows comes from its instrumented copy of the shop app (session ledger,
 ``Server-Timing``, the request group that lets a cancelled request finish). At L = 0 a request is
 all CPU work, so whatever the instruments add is a share of the throughput the notebooks report.
-`instruments_cost` measures that share: the your own ``labkit.shop.main.app`` and
+`instruments_cost` measures that share: the shop app itself, ``labkit.shop.main.app``, and
 `create_app`'s app, on one new SQLite file, loaded in turns on each setup's read route.
 
 The shop app reads `DATABASE_URL` once, at import, and builds its engines from it. So the

@@ -4,15 +4,17 @@ Everything that differs between the setups (the model's ``C_eff``, the plots' co
 and line styles, the routes a load is sent to) reads it from here, instead of switching on their
 names.
 
-Each setup is drawn in a colour of the Okabe-Ito palette (vermillion, blue, orange: no two that
-red-green colour blindness, the common kind, confuses), and also with its own marker and line
-style, so that the setups differ in a figure printed in grey or read without colour at all.
+Each setup is drawn in a colour of the Okabe-Ito palette (labkit.palette: vermillion, blue,
+orange), and also with its own marker and line style, so that the setups differ in a figure
+printed in grey or read without colour at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
+from labkit.palette import BLUE, ORANGE, VERMILLION
 
 
 class Holds(Enum):
@@ -60,11 +62,9 @@ class Setup:
         return self.effective_concurrency(threads + pool, threads=threads, pool=pool)
 
 
-BLOCKING = Setup("blocking", "async def", "sync Session", Holds.EVENT_LOOP, "#D55E00", "s", ":")
-THREADPOOL = Setup(
-    "threadpool", "def", "sync Session", Holds.THREAD_AND_CONNECTION, "#0072B2", "o", "-"
-)
-ASYNC = Setup("async", "async def", "AsyncSession", Holds.CONNECTION, "#E69F00", "^", "--")
+BLOCKING = Setup("blocking", "async def", "sync Session", Holds.EVENT_LOOP, VERMILLION, "s", ":")
+THREADPOOL = Setup("threadpool", "def", "sync Session", Holds.THREAD_AND_CONNECTION, BLUE, "o", "-")
+ASYNC = Setup("async", "async def", "AsyncSession", Holds.CONNECTION, ORANGE, "^", "--")
 
 SETUP_LIST = (BLOCKING, THREADPOOL, ASYNC)
 SETUPS = tuple(setup.name for setup in SETUP_LIST)

@@ -33,8 +33,6 @@ from labkit.display.plots import colour, style
 FIGURE_INCHES, DPI = (7, 3.8), 90
 """The figure's size: shown at its own pixels, 630 x 342, in the widget as in the stored PNG."""
 
-"""The threadpool and async lines often coincide (both end at the pool): each keeps its own dash."""
-
 
 @dataclass(frozen=True)
 class ExplorerPoint:
@@ -111,8 +109,8 @@ def draw(point: ExplorerPoint, measured: Iterable[Measured] = ()) -> Figure:
     for setup in SETUPS:
         bounds = [point.bound(setup, int(c)) for c in clients]
         name = f"{setup}: {point.bound(setup):,.0f}/s, {point.limit(setup)} binds"
-        line = style(setup)["linestyle"]
-        ax.plot(clients, bounds, color=colour(setup), linestyle=line, label=name)
+        look = style(setup)  # the threadpool and async lines often coincide: each keeps its dash
+        ax.plot(clients, bounds, color=look["color"], linestyle=look["linestyle"], label=name)
     for dot in measured:
         if dot.point.limits_key() == point.limits_key():
             mark = style(dot.setup)

@@ -26,11 +26,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 from labkit.bench.grid import GridResult
 from labkit.bench.results import LoadResult, by_setup
 from labkit.bench.setups import setup_named
+from labkit.palette import BLUE, BLUISH_GREEN, GREY, REDDISH_PURPLE, SKY_BLUE
 
-OTHER_COLOURS = {"health": "#777777"}
-"""Paths that are not a setup: ``/health`` grey, any other Okabe-Ito's reddish purple."""
+OTHER_COLOURS = {"health": GREY}
+"""Paths that are not a setup: ``/health`` grey, any other reddish purple."""
 
-WORKER_COLOURS = ("#56B4E9", "#0072B2", "#009E73", "#CC79A7")
+WORKER_COLOURS = (SKY_BLUE, BLUE, BLUISH_GREEN, REDDISH_PURPLE)
 WORKER_HATCHES = ("", "//", "..", "xx")
 """Bars for 1, 2, 4... workers: Okabe-Ito colours, and a hatch each so they differ in grey."""
 
@@ -39,21 +40,19 @@ BOUND_ALPHA = 0.25
 """The model's bound: a wide pale band, so that the measured line on it stays readable."""
 
 
-def colour(setup: str) -> str:
-    """A setup's colour (labkit.bench.setups); ``/health`` grey, any other path purple."""
-    try:
-        return setup_named(setup).colour
-    except ValueError:
-        return OTHER_COLOURS.get(setup, "#CC79A7")
-
-
 def style(setup: str) -> dict[str, Any]:
-    """A setup's colour, marker and line style, as matplotlib's keyword arguments."""
+    """A setup's colour, marker and line style (labkit.bench.setups), as matplotlib's keyword
+    arguments; any other path (``/health``) a circle on a solid line, in its `OTHER_COLOURS`."""
     try:
         known = setup_named(setup)
     except ValueError:
-        return {"color": colour(setup), "marker": "o", "linestyle": "-"}
+        return {"color": OTHER_COLOURS.get(setup, REDDISH_PURPLE), "marker": "o", "linestyle": "-"}
     return {"color": known.colour, "marker": known.marker, "linestyle": known.line}
+
+
+def colour(setup: str) -> str:
+    """A setup's colour, as `style` gives it."""
+    return str(style(setup)["color"])
 
 
 def label(result: LoadResult) -> str:

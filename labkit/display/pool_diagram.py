@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from labkit.instruments.statements import pool_capacity
+from labkit.palette import BLUE, ORANGE, SKY_BLUE
 
-CHECKED_OUT = "#E69F00"
-IDLE = "#56B4E9"
-SESSION = "#0072B2"
-"""Okabe-Ito's orange, sky blue and blue: a checked-out connection stands out from an idle one
+CHECKED_OUT = ORANGE
+IDLE = SKY_BLUE
+SESSION = BLUE
+"""Orange, sky blue and blue: a checked-out connection stands out from an idle one
 for every reader, colour blind or not, and each box also says what it is in words."""
 FRAME = "dimgray"
 

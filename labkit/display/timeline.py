@@ -35,15 +35,7 @@ from labkit.lessons.lifecycle.request_steps import (
     CLIENT_HAS_IT,
     RequestSteps,
 )
-
-BLUE = "#0072B2"
-"""Okabe-Ito blue: the connection back in the pool."""
-SKY_BLUE = "#56B4E9"
-"""Okabe-Ito sky blue, drawn light: the span the connection was checked out."""
-VERMILLION = "#D55E00"
-"""Okabe-Ito vermillion: the body sent."""
-OTHER_GREY = "#BBBBBB"
-"""Every step the lesson is not about."""
+from labkit.palette import BLUE, LIGHT_GREY, SKY_BLUE, VERMILLION
 
 EMPHASISED = (BODY_SENT, CHECKED_IN, CLIENT_HAS_IT)
 """The steps drawn large; every other step is a small grey dot."""
@@ -55,12 +47,12 @@ LABELS = {
 
 
 def _row(ax: Axes, y: float, median: dict[str, float]) -> None:
-    ax.hlines(y, 0, max(median.values()), color=OTHER_GREY, linewidth=1, zorder=1)
+    ax.hlines(y, 0, max(median.values()), color=LIGHT_GREY, linewidth=1, zorder=1)
     if CHECKED_OUT in median and CHECKED_IN in median:
         out, back = median[CHECKED_OUT], median[CHECKED_IN]
         ax.barh(y, back - out, left=out, height=0.5, color=SKY_BLUE, alpha=0.35, zorder=2)
     others = [time for step, time in median.items() if step not in EMPHASISED]
-    ax.plot(others, [y] * len(others), "o", color=OTHER_GREY, markersize=4, zorder=3)
+    ax.plot(others, [y] * len(others), "o", color=LIGHT_GREY, markersize=4, zorder=3)
     if BODY_SENT in median:
         ax.vlines(median[BODY_SENT], y - 0.38, y + 0.38, color=VERMILLION, linewidth=3.5, zorder=4)
     if CHECKED_IN in median:
@@ -82,7 +74,7 @@ def _legend_handles() -> list[Artist | tuple[Artist, ...]]:
         linestyle="none",
     )
     client = Line2D([], [], marker="*", color="black", markersize=14, linestyle="none")
-    other = Line2D([], [], marker="o", color=OTHER_GREY, markersize=4, linestyle="none")
+    other = Line2D([], [], marker="o", color=LIGHT_GREY, markersize=4, linestyle="none")
     return [sent, (held, back), client, other]
 
 

@@ -1,4 +1,4 @@
-"""What the lab's instruments cost: the shop app's bare app against `create_app`'s, at L = 0."""
+"""What the lab's instruments cost: the bare shop app against `create_app`'s, at L = 0."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PLUGINS_OFF = ("nbval", "hypothesispytest", "cacheprovider", "randomly")
-"""The lab's pytest plugins, left out: the suite runs as in a project of the your own."""
+"""The lab's pytest plugins, left out: the suite runs as in a project of your own."""
 
 
 @dataclass(frozen=True)

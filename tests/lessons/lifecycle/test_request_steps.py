@@ -201,4 +201,9 @@ def test_the_timeline_has_one_panel_per_way_of_serving_and_one_row_per_case() ->
         assert labels == ["async def, scope='function'", "def, scope='request'"]  # top row last
     assert fig.get_suptitle().startswith("When the connection goes back to the pool")
     assert axes[-1].get_xlabel() == "ms since the request reached the app (median of 2 runs)"
+    names = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert len(names) == 4, names  # the three steps the lesson is about, and the rest once
+    assert names[-1] == "other steps"
+    assert any("body sent" in name for name in names)
+    assert any("back in the pool" in name for name in names)
     plt.close(fig)
