@@ -6,11 +6,14 @@ colour-blind-safe, and told apart without colour too); the model's bound is a wi
 the setup's colour, behind the measured line. Every figure has one title; where it has several
 panels, each panel is named by its legend, so the title is the only heading a reader sees. Log
 axes say so in their label, and are labelled in plain numbers (1, 5, 15, 50; 0.1, 1, 10 ms), not
-powers of ten.
+powers of ten. A probe's figure (`plot_probe`) is the one exception: its panels are paths of
+someone's app, not setups, so each is headed by its path under the figure's title, and one
+legend below them serves them all.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,6 +30,7 @@ from labkit.bench.grid import GridResult
 from labkit.bench.results import LoadResult, by_setup
 from labkit.bench.setups import setup_named
 from labkit.palette import BLUE, BLUISH_GREEN, GREY, REDDISH_PURPLE, SKY_BLUE
+from labkit.probe.sweep import ProbeResult, diagnose, limit_of
 
 OTHER_COLOURS = {"health": GREY}
 """Paths that are not a setup: ``/health`` grey, any other reddish purple."""
@@ -81,8 +85,9 @@ def _concurrency_axis(ax: Axes, concurrencies: Iterable[int]) -> None:
 
 
 def _title(fig: Figure, axes: Sequence[Axes], title: str) -> None:
-    """The figure's one title: over its only panel, or over the whole row of panels."""
-    if len(axes) == 1:
+    """The figure's one title: over its only panel (unless a heading of its own names that
+    panel, as a probe's path does), or over the whole row of panels."""
+    if len(axes) == 1 and not axes[0].get_title():
         axes[0].set_title(title)
     else:
         fig.suptitle(title)
@@ -263,4 +268,66 @@ def plot_workers(
     ax.set_ylabel("requests per second")
     ax.legend(frameon=False)
     _title(fig, [ax], title)
+    return fig
+
+
+PROBE_COLUMNS = 3
+"""A probe's panels per row at most: wider, and each panel's C axis grows too narrow to read."""
+
+
+def plot_probe(report: ProbeResult, title: str | None = None) -> Figure:
+    """Measured requests per second against C, one panel per probed path, the model's bound a
+    wide pale band behind it, and at each point the limit the probe blames there.
+
+    The panels share no axis: paths of one app can differ tenfold in throughput, and a shared
+    scale would flatten the slow one. The limit is written at each point, not only the last,
+    because where it changes (clients, then the pool) is the knee the model predicts. Up to
+    `PROBE_COLUMNS` panels a row, rows as even as they can be (4 paths: 2 and 2, not 3 and 1).
+    Each panel's title is its path; `title` (by default what the figure shows) is the figure's.
+    """
+    paths = report.by_path()
+    rows = max(math.ceil(len(paths) / PROBE_COLUMNS), 1)
+    columns = max(math.ceil(len(paths) / rows), 1)
+    fig, grid = plt.subplots(
+        rows, columns, figsize=(5 * columns, 3.8 * rows + 0.6), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    axes = list(grid.flat)
+    for unused in axes[len(paths) :]:
+        unused.remove()  # the last row's empty places: one Axes per path
+    handles: dict[str, Line2D] = {}
+    for ax, (path, points) in zip(axes, paths.items(), strict=False):
+        cs = [point.concurrency for point in points]
+        rps = [point.result.throughput for point in points]
+        (measured,) = ax.plot(
+            cs, rps, color=BLUE, marker="o", linewidth=1.8, label="measured", zorder=3
+        )
+        handles.setdefault("measured", measured)
+        bounds = [(c, diagnose(point, points).bound) for c, point in zip(cs, points, strict=True)]
+        known = [(c, bound) for c, bound in bounds if math.isfinite(bound)]
+        if known:
+            (band,) = ax.plot(
+                *zip(*known, strict=True), color=BLUE, linewidth=BOUND_WIDTH, alpha=BOUND_ALPHA,
+                solid_capstyle="butt", label="model's bound", zorder=2,
+            )  # fmt: skip
+            handles.setdefault("model's bound", band)
+        for point, c, y in zip(points, cs, rps, strict=True):
+            ax.annotate(
+                limit_of(point, points), (c, y if math.isfinite(y) else 0), xytext=(0, 7),
+                textcoords="offset points", ha="center", fontsize="small", zorder=4,
+            )  # fmt: skip
+        _concurrency_axis(ax, cs)
+        highest = max((y for y in [*rps, *(b for _, b in known)] if math.isfinite(y)), default=0)
+        ax.set_ylim(0, highest * 1.2 or 1)  # room above the top point for its limit's name
+        ax.set_title(path)
+        ax.set_xlabel("concurrent clients C (log scale)")
+        ax.set_ylabel("throughput (requests/s)")
+        ax.grid(True, alpha=0.3)
+    if handles:  # one key for every panel, below them all
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2)
+    _title(
+        fig,
+        axes[: len(paths)],
+        title or "Throughput against clients, with the model's bound, per path",
+    )
     return fig

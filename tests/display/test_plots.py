@@ -18,13 +18,25 @@ matplotlib.use("Agg")  # no display: only the figure objects are inspected
 import matplotlib.pyplot as plt
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from sqlalchemy import create_engine
+from sqlalchemy.pool import Pool, QueuePool
 
 from labkit.bench.grid import GridResult
 from labkit.bench.model import ThroughputModel
 from labkit.bench.results import LoadResult
 from labkit.bench.setups import SETUPS
-from labkit.display.plots import plot_health, plot_lag, plot_latency, plot_throughput, style
-from labkit.instruments.watch import LagTrace
+from labkit.display.plots import (
+    plot_health,
+    plot_lag,
+    plot_latency,
+    plot_probe,
+    plot_throughput,
+    style,
+)
+from labkit.instruments.statements import StatementThreads
+from labkit.instruments.watch import EngineCounts, LagTrace
+from labkit.probe.sweep import ProbePoint, ProbeResult, limit_of
 
 
 def result(
@@ -163,3 +175,61 @@ def test_throughput_legend_keys_are_drawn_as_the_lines_they_name(figures) -> Non
         assert key.get_linewidth() == line.get_linewidth()
         assert key.get_marker() == line.get_marker()
     assert "log scale" in ax.get_xlabel()
+
+
+def probe_point(
+    path: str, c: int, rps: float, *, conns: int = 0, pool: Pool | None = None
+) -> ProbePoint:
+    """A point of `path` as a 1-second run would measure it (as tests/probe/test_probe.py's)."""
+    result = LoadResult(
+        setup=path, concurrency=c, requests=int(rps), latency_ms=20.0, elapsed_s=1.0, cpu_s=0.01,
+        response_times_s=array("d"), server_total_s=array("d"), server_db_s=array("d"),
+        statuses=Counter({200: int(rps)}), errors=Counter(), reasons=Counter(),
+        lag=LagTrace(0.001),
+    )  # fmt: skip
+    seen = StatementThreads(0)
+    if pool is not None:
+        seen.pools[id(pool)] = pool
+    return ProbePoint(path, result, EngineCounts(peak_checked_out=conns), seen)
+
+
+def test_probe_has_a_panel_per_path_with_its_throughput_and_the_limit_at_each_point(
+    figures,
+) -> None:
+    """One path keeps up with its clients; the other's pool of 5 fills, and it goes flat."""
+    engine = create_engine("sqlite://", poolclass=QueuePool, pool_size=5, max_overflow=0)
+    report = ProbeResult(
+        [
+            *(probe_point("/fast", c, 40 * c) for c in (1, 5, 20)),
+            probe_point("/pooled", 1, 40, conns=1, pool=engine.pool),
+            probe_point("/pooled", 5, 190, conns=5, pool=engine.pool),
+            probe_point("/pooled", 20, 200, conns=5, pool=engine.pool),
+        ]
+    )
+    figures.append(figure := plot_probe(report))
+    paths = report.by_path()
+    assert [ax.get_title() for ax in figure.axes] == list(paths)
+    for ax, points in zip(figure.axes, paths.values(), strict=True):
+        measured = next(line for line in ax.get_lines() if line.get_label() == "measured")
+        assert list(measured.get_xdata()) == [p.concurrency for p in points]
+        assert list(measured.get_ydata()) == [p.result.throughput for p in points]
+        named = {(text.xy[0], text.get_text()) for text in ax.texts if isinstance(text, Annotation)}
+        assert named == {(p.concurrency, limit_of(p, points)) for p in points}
+        assert ax.get_xscale() == "log" and "clients" in ax.get_xlabel()
+        assert "(requests/s)" in ax.get_ylabel()
+    pooled = [text.get_text() for text in figure.axes[1].texts]
+    assert pooled[-1] == "pool" and "clients" in pooled  # the figure shows where it changes
+    assert figure._suptitle is not None and figure._suptitle.get_text()
+    keys = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert keys == ["measured", "model's bound"]
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("paths", "shape"), [(1, (1, 1)), (4, (2, 2)), (6, (2, 3))])
+def test_probe_panels_wrap_three_to_a_row(figures, paths: int, shape: tuple[int, int]) -> None:
+    report = ProbeResult([probe_point(f"/p{i}", c, 40 * c) for i in range(paths) for c in (1, 5)])
+    figures.append(figure := plot_probe(report, title="My app"))
+    assert [ax.get_title() for ax in figure.axes] == [f"/p{i}" for i in range(paths)]
+    geometry = {ax.get_subplotspec().get_geometry()[:2] for ax in figure.axes}
+    assert geometry == {shape}
+    assert figure._suptitle is not None and figure._suptitle.get_text() == "My app"
