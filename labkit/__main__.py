@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import re
 import resource
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Never
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any, Never
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -43,8 +43,14 @@ from labkit.bench.setups import SETUPS, Holds, setup_named
 from labkit.display.frames import as_text
 from labkit.infra import binder_badge as binder
 from labkit.infra.ports import LOOPBACK
-from labkit.probe.sweep import ProbeError, import_app, probe
+from labkit.probe import request as probe_request
+from labkit.probe.app_import import ProbeError, import_app
+from labkit.probe.request import ProbeRequest, RequestOptionError
+from labkit.probe.sweep import probe
 from labkit.settings import fresh_sqlite_database, safe_url
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _numbers(text: str, kind: type = int) -> list[Any]:
@@ -82,10 +88,17 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _probe_path(text: str) -> str:
-    if not text.startswith("/") or re.search(r"[{}]", text.replace("{id}", "")):
-        raise argparse.ArgumentTypeError(f"a path such as /heroes/{{id}}, not {text!r}")
-    return text
+def _option(read: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`read`, with its one-line complaint as argparse's: ``error: argument -H: ...``."""
+
+    def checked(text: str) -> Any:
+        try:
+            return read(text)
+        except RequestOptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = read.__name__  # argparse names the type in some messages
+    return checked
 
 
 def _pool_options(parser: argparse.ArgumentParser) -> None:
@@ -143,23 +156,80 @@ def build_parser() -> argparse.ArgumentParser:
     drive.add_argument("--concurrency", type=int, default=10)
     drive.add_argument("--csv", metavar="FILE", help="write the row as CSV ('-': stdout)")
 
-    probed = commands.add_parser("probe", help="the instruments on your own app, unchanged")
-    probed.add_argument("app", metavar="MODULE:APP", help="your app as uvicorn names it: main:app")
+    probed = commands.add_parser(
+        "probe",
+        help="the instruments on your own app, unchanged",
+        description=PROBE_DESCRIPTION,
+        epilog=PROBE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     probed.add_argument(
-        "--path", action="append", required=True, type=_probe_path,
-        help="a path to GET, repeatable; {id} in it cycles through 1..IDS",
+        "app", metavar="MODULE:APP",
+        help="your app as uvicorn names it, any ASGI app (middleware around it too): main:app",
     )  # fmt: skip
-    probed.add_argument("--concurrency", type=_numbers, default=[1, 10, 50], help="C (1,10,50)")
+    probed.add_argument(
+        "--path", action="append", required=True, type=_option(probe_request.checked_path),
+        help="a path to load, repeatable: --path /items --path '/items/{item_id}'",
+    )  # fmt: skip
+    probed.add_argument(
+        "-X", "--method", type=str.upper,
+        help="the HTTP method (GET; POST with a body): -X PUT",
+    )  # fmt: skip
+    probed.add_argument(
+        "-H", "--header", action="append", default=[], type=_option(probe_request.header),
+        help="a request header, repeatable: -H 'Authorization: Bearer TOKEN'",
+    )  # fmt: skip
+    body = probed.add_mutually_exclusive_group()
+    body.add_argument(
+        "-d", "--data", type=_option(probe_request.body), metavar="BODY",
+        help="the request body, or @FILE for a file's: -d 'name=Widget' or -d @body.txt",
+    )  # fmt: skip
+    body.add_argument(
+        "--json", type=_option(probe_request.body), metavar="BODY",
+        help="a JSON body, with its Content-Type, or @FILE: --json '{\"name\": \"Widget\"}'",
+    )  # fmt: skip
+    probed.add_argument(
+        "--values", action="append", default=[], metavar="NAME=V1,V2",
+        type=_option(probe_request.parameter_values),
+        help="values {NAME} cycles through, in order, or @FILE with one per line: "
+        "--values item_id=@ids.txt",
+    )  # fmt: skip
+    probed.add_argument(
+        "--ids", type=_positive, default=1,
+        help="a parameter given no --values cycles through 1..IDS (1): --ids 100",
+    )  # fmt: skip
+    probed.add_argument(
+        "--concurrency", type=_numbers, default=[1, 10, 50],
+        help="clients C, comma-separated (1,10,50): --concurrency 1,5,20",
+    )  # fmt: skip
     probed.add_argument(
         "--latency", type=_non_negative, default=0.0, metavar="MS",
-        help="simulated ms added to every statement on every engine (0)",
+        help="simulated ms added to every statement on every engine (0): --latency 20",
     )  # fmt: skip
     probed.add_argument(
         "--requests", type=_positive, default=200, metavar="N",
-        help="requests per point, and at least 3 per client (200)",
+        help="requests per point, and at least 3 per client (200): --requests 500",
     )  # fmt: skip
-    probed.add_argument("--ids", type=_positive, default=1, help="{id} cycles through 1..IDS (1)")
-    probed.add_argument("--csv", metavar="FILE", help="write the table as CSV ('-': stdout)")
+    probed.add_argument(
+        "--factory", action="store_true",
+        help="MODULE:APP is a function that returns the app, as uvicorn's: main:create_app "
+        "--factory",
+    )  # fmt: skip
+    probed.add_argument(
+        "--app-dir", metavar="DIR", default=".",
+        help="where MODULE is found, as uvicorn's (.): --app-dir backend",
+    )  # fmt: skip
+    probed.add_argument(
+        "--force", action="store_true",
+        help="run the points the deadlock rule would skip, with its warning: --force",
+    )  # fmt: skip
+    probed.add_argument(
+        "--csv", metavar="FILE", help="write the table as CSV ('-': stdout): --csv probe.csv"
+    )
+    probed.add_argument(
+        "--plot", metavar="FILE.png",
+        help="draw throughput against C per path, with the model's bound: --plot probe.png",
+    )  # fmt: skip
 
     badge = commands.add_parser(
         "binder-badge", help="the README's Binder badge for this checkout's GitHub repository"
@@ -170,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     badge.add_argument("--write", action="store_true", help="rewrite README.md's badge line")
     return parser
+
+
+PROBE_DESCRIPTION = """\
+Load each --path of your app at each --concurrency, in this process, with the lab's
+instruments on every engine, and say per path what holds it back: the event loop, the pool,
+the threads, the CPU, or nothing but the clients. Requests are spelled as curl spells them."""
+
+PROBE_EXAMPLES = """\
+examples:
+  python -m labkit probe main:app --path '/heroes/{id}' --ids 3 --latency 20
+  python -m labkit probe main:app -X POST --json '{"name": "Widget"}' --path /items \\
+      -H 'Authorization: Bearer TOKEN' --concurrency 1,10
+  python -m labkit probe app.main:create_app --factory --app-dir backend \\
+      --path '/items/{item_id}' --values item_id=@ids.txt --plot probe.png"""
 
 
 def _engine_options(
@@ -245,19 +329,28 @@ async def bench(args: argparse.Namespace) -> int:
     if args.csv:
         _write_csv(grid, args.csv)
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from .display.plots import plot_throughput  # matplotlib only when a plot is asked for
-
-        fig = plot_throughput(grid)
-        fig.savefig(args.plot, dpi=100)
-        plt.close(fig)
-        print(f"plot saved to {args.plot}", file=out)
+        _save_figure(_plots().plot_throughput(grid), args.plot, out)
     print(f"peak memory (RSS): {_peak_rss_mb():.0f} MB", file=out)
     return 0
+
+
+def _plots() -> ModuleType:
+    """labkit.display.plots, imported (with matplotlib) only when a plot is asked for, and
+    drawing for a file, never a window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labkit.display import plots
+
+    return plots
+
+
+def _save_figure(fig: Figure, path: str, out: IO[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"plot saved to {path}", file=out)
 
 
 def _progress_bar() -> tqdm[Never]:  # a bar updated by hand, over no iterable
@@ -314,34 +407,69 @@ async def drive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_request(args: argparse.Namespace) -> ProbeRequest:
+    """The request the options spell, as curl reads them: a body makes it a POST unless -X
+    says otherwise, and --json adds its Content-Type and Accept headers unless -H gives them."""
+    body = args.json if args.json is not None else args.data
+    headers: list[tuple[str, str]] = list(args.header)
+    given = {name.lower() for name, _ in headers}
+    if args.json is not None:
+        for name in ("Content-Type", "Accept"):
+            if name.lower() not in given:
+                headers.append((name, "application/json"))
+    elif args.data is not None and "content-type" not in given:
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+    method = args.method or ("POST" if body is not None else "GET")
+    return ProbeRequest(method, tuple(headers), body, dict(args.values), args.ids)
+
+
 async def probe_app(args: argparse.Namespace) -> int:
     out = sys.stderr if args.csv == "-" else sys.stdout  # stdout is the CSV's, then
+    request = _probe_request(args)
+    unused = request.unused_values(args.path)
+    if unused:
+        print(f"probe: --values for {', '.join(unused)}, which no --path has", file=sys.stderr)
+        return 2
     try:
-        app = import_app(args.app)
+        app = import_app(args.app, args.app_dir, factory=args.factory)
     except ProbeError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 2
+    parameters = request.describe(args.path)
     print(
-        f"probing {args.app}: {args.requests} requests per point (3 per client at least), "
-        f"{{id}} = 1..{args.ids}, +{args.latency:g} ms per statement on every engine",
+        f"probing {args.app}: {request.method}, {args.requests} requests per point (3 per "
+        f"client at least), {parameters + ', ' if parameters else ''}"
+        f"+{args.latency:g} ms per statement on every engine",
         file=out,
     )
-    report = await probe(
-        app,
-        args.path,
-        args.concurrency,
-        latency_ms=args.latency,
-        requests=args.requests,
-        ids=args.ids,
-        progress=_progress_bar(),
-    )
+    try:
+        report = await probe(
+            app,
+            args.path,
+            args.concurrency,
+            request=request,
+            latency_ms=args.latency,
+            requests=args.requests,
+            force=args.force,
+            progress=_progress_bar(),
+        )
+    except ProbeError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return 2
     _print_table(report, out)
     for sentence in report.verdicts():
         print(textwrap.fill(sentence, 100, initial_indent="\n", subsequent_indent="  "), file=out)
+    failures = report.what_failed()
+    if failures:
+        print("\nWhat failed, as a server's log and the clients saw it:", file=out)
+        for said in failures:
+            print(textwrap.indent(said, "  "), file=out)
     if report.unsupported:
         print(f"note: no simulated latency on {', '.join(sorted(report.unsupported))}", file=out)
     if args.csv:
         _write_csv(report, args.csv)
+    if args.plot:
+        _save_figure(_plots().plot_probe(report), args.plot, out)
     return 0
 
 

@@ -18,6 +18,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -62,6 +63,22 @@ def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
     return lambda i: template.replace("{id}", str(i % count + 1))
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What every request of a run sends besides its path: a method, headers and a body.
+
+    The lab's routes take a bare GET; an app people ship wants a token, a POST with JSON, and
+    so on (``python -m labkit probe`` builds one from curl's options).
+    """
+
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+
+
+GET = Sent()
+
+
 def engine_for(app: LabApp, setup: str) -> Engine | AsyncEngine | None:
     """The engine behind a setup's routes in an app from `create_app` (None for other paths)."""
     if setup not in SETUPS:
@@ -81,6 +98,7 @@ class _Recorder:
         self.statuses: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.first_bodies: dict[int, str] = {}
         self.progress = progress
 
     def response(self, seconds: float, response: httpx.Response) -> None:
@@ -91,8 +109,9 @@ class _Recorder:
             metrics = parse_server_timing(timing)
             self.server_total.append(metrics.get("total", 0.0) / 1000)
             self.server_db.append(metrics.get("db", 0.0) / 1000)
-        if not response.is_success:
+        if response.status_code >= 400:
             self.reasons[f"{response.status_code} {_detail(response)}"] += 1
+            self.first_bodies.setdefault(response.status_code, response.text)
         if self.progress is not None:
             self.progress.update()
 
@@ -113,6 +132,7 @@ def _detail(response: httpx.Response) -> str:
 async def _send_requests(
     client: httpx.AsyncClient,
     path_of: Callable[[int], str],
+    sent: Sent,
     numbers: Iterator[int],
     stop: asyncio.Event,
     record: _Recorder,
@@ -124,7 +144,9 @@ async def _send_requests(
         path = path_of(i)
         start = time.perf_counter()
         try:
-            response = await client.get(path)
+            response = await client.request(
+                sent.method, path, headers=sent.headers, content=sent.body
+            )
         except Exception as exc:  # counted, not raised: a failed request is a measurement
             record.error(exc)
         else:
@@ -137,6 +159,7 @@ async def _send_requests(
 async def _drive(
     client: httpx.AsyncClient,
     path_of: Callable[[int], str],
+    sent: Sent,
     requests: int,
     concurrency: int,
     record: _Recorder,
@@ -150,7 +173,7 @@ async def _drive(
     numbers = iter(range(requests))  # shared: each request number is taken by one client
     stop = asyncio.Event()
     tasks = [
-        asyncio.create_task(_send_requests(client, path_of, numbers, stop, record))
+        asyncio.create_task(_send_requests(client, path_of, sent, numbers, stop, record))
         for _ in range(concurrency)
     ]
     try:
@@ -176,6 +199,8 @@ async def run_load(
     lag_interval_s: float = 0.001,
     progress: tqdm[Any] | None = None,
     ids: int | None = None,
+    path_of: Callable[[int], str] | None = None,
+    sent: Sent = GET,
 ) -> LoadResult:
     """Send `requests` GETs to `setup`'s route (see `route_for`) from `concurrency` clients.
 
@@ -185,14 +210,16 @@ async def run_load(
     `warmup` requests go first, unmeasured, so the pool has its connections.
     `health_every_s`: also poll ``/health`` that often, to see what the load does to others.
     `ids`: how many ids ``{id}`` in a path cycles through (see `route_for`).
+    `path_of`: request `i`'s path, instead of `route_for`'s (`setup` then only names the run);
+    `sent`: another method, headers or a body (see `Sent`).
     Failures are counted in the result, never raised; cancelling stops sending and lets the
     requests in flight finish (see `_drive`).
     """
     if requests < 1 or concurrency < 1:
         raise ValueError("requests and concurrency must be at least 1")
-    path_of = route_for(setup, ids)
+    path_of = path_of or route_for(setup, ids)
     if warmup:
-        await _drive(client, path_of, warmup, min(concurrency, warmup), _Recorder(None))
+        await _drive(client, path_of, sent, warmup, min(concurrency, warmup), _Recorder(None))
     record = _Recorder(progress)
     gauge = ThreadGauge()
     engine = engine_for(app, setup) if app is not None else None
@@ -207,7 +234,7 @@ async def run_load(
             start, cpu_start = time.perf_counter(), time.process_time()
             schedule_start = thread_schedule()
             try:
-                await _drive(client, path_of, requests, concurrency, record)
+                await _drive(client, path_of, sent, requests, concurrency, record)
             finally:
                 elapsed = time.perf_counter() - start
                 cpu = time.process_time() - cpu_start
@@ -232,6 +259,7 @@ async def run_load(
         statuses=record.statuses,
         errors=record.errors,
         reasons=record.reasons,
+        first_bodies=record.first_bodies,
         lag=lag,
         health_s=health,
         engine=counts,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -56,7 +56,8 @@ class Answers:
     """What a load run's answers add up to, for any run that counts `statuses` (and `errors`
     raised instead of an answer), times `response_times_s` and lasts `elapsed_s`.
 
-    Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
+    Throughput counts successful (2xx and 3xx) responses only: a fast stream of 503s is not
+    capacity.
     """
 
     statuses: Counter[int]
@@ -66,11 +67,11 @@ class Answers:
 
     @property
     def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 400)
 
     @property
     def failed(self) -> int:
-        """Requests that did not succeed: non-2xx answers and exceptions."""
+        """Requests that did not succeed: 4xx and 5xx answers, and exceptions."""
         return sum(self.statuses.values()) - self.ok + sum(self.errors.values())
 
     @property
@@ -90,7 +91,8 @@ class Answers:
 class LoadResult(Answers, Tabular):
     """One load run: what each request took, what came back, and what the probes saw.
 
-    Throughput counts successful (2xx) responses only: a fast stream of 503s is not capacity.
+    Throughput counts successful (2xx and 3xx) responses only: a fast stream of 503s is not
+    capacity.
     Latencies are client-side (from sending to the full answer) for every response, whatever
     its status; `server_total_s` and `server_db_s` come from each response's ``Server-Timing``.
     """
@@ -132,6 +134,8 @@ class LoadResult(Answers, Tabular):
     peak_threads: int = 0
     thread_limit: float = ANYIO_THREADS
     pool: int | None = None
+    first_bodies: dict[int, str] = field(default_factory=dict)
+    """The first body of each 4xx and 5xx status: what the app said when it refused."""
 
     @property
     def cpu_ms(self) -> float:

@@ -6,7 +6,8 @@ through its lifespan, and watched through SQLAlchemy's class-level events, which
 engine in the process, made at import time or later: `latency_everywhere` (the simulated wait),
 `watch_engine(None)` (connections out at once, all pools), `watch_statement_threads` (sync
 statements on the event loop's thread: a sync `Session` in an ``async def`` route); AnyIO's
-threads are sampled by `run_load`'s `ThreadGauge`.
+threads are sampled by `run_load`'s `ThreadGauge`, and `threaded_calls` names who used them.
+The app's own exceptions are kept with their tracebacks (labkit.probe.serving).
 
 Each path is loaded at each concurrency with the lab's load driver, and each path's points are
 judged by the model of labkit.bench.model: what limits how many requests wait on the
@@ -16,19 +17,19 @@ database at once (``C_eff``), read here from what was measured rather than from 
 from __future__ import annotations
 
 import gc
-import importlib
+import logging
 import math
-import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI
+import httpx
 from sqlalchemy.pool import QueuePool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from labkit.app.client import lab_client
+from labkit.app.client import BASE_URL
 from labkit.bench.load import run_load
 from labkit.bench.model import Diagnosis, Limit, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular
@@ -36,8 +37,12 @@ from labkit.bench.setups import ASYNC, BLOCKING, THREADPOOL, Holds, Setup
 from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, pool_capacity, watch_statement_threads
 from labkit.instruments.watch import EngineCounts, watch_engine
+from labkit.probe.request import ProbeRequest
+from labkit.probe.serving import AppErrors, served
+from labkit.probe.thread_users import threaded_calls
 
 if TYPE_CHECKING:
+    import pandas as pd
     from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
 LOOP_HELD_SHARE = 0.5
@@ -49,36 +54,9 @@ SHARED_COLUMNS = ("ok", "failed", "rps", "p50_ms", "p99_ms", "lag_p99_ms")
 """The columns a probe's rows take from the load driver's `LoadResult.row`."""
 SCALING = 0.6
 """Throughput "grew with the clients" when it grew at least this share of the clients' growth."""
-
-
-class ProbeError(Exception):
-    """The app could not be imported or is not an app: said in one line, no traceback."""
-
-
-def import_app(spec: str, folder: str | Path | None = None) -> FastAPI:
-    """``module:attribute`` imported as uvicorn imports it: `folder` (the current one) first on
-    ``sys.path``, so ``main:app`` finds ``./main.py``; the attribute may be dotted."""
-    module_name, _, attributes = spec.partition(":")
-    if not module_name or not attributes:
-        raise ProbeError(f'expected "module:attribute", such as main:app, not {spec!r}')
-    where = str(Path.cwd() if folder is None else folder)
-    if where not in sys.path:
-        sys.path.insert(0, where)
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise  # a module the app imports is missing: the app's own error, with its traceback
-        raise ProbeError(f"no module {module_name!r} under {where}") from None
-    for attribute in attributes.split("."):
-        try:
-            found = getattr(found, attribute)
-        except AttributeError:
-            raise ProbeError(f"module {module_name!r} has no attribute {attributes!r}") from None
-    if not hasattr(getattr(found, "router", None), "lifespan_context"):
-        raise ProbeError(f"{spec} is not a FastAPI or Starlette app (type {type(found).__name__})")
-    app: FastAPI = found  # an app, as far as the probe needs one: checked above
-    return app
+FAILED_SHARE = 0.01
+"""A point where more than this share of requests failed is judged "failed", never a limit:
+what held back requests that fail says nothing about the ones that work."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +67,13 @@ class ProbePoint:
     result: LoadResult
     conns: EngineCounts
     statements: StatementThreads
+    app_errors: Counter[str] = field(default_factory=Counter)
+    """Exceptions the app raised out of this point's requests, by ``Type: message``."""
+    probe_cpu_ms: float = math.nan
+    """CPU milliseconds per request the probe itself spends (its client, its watches), measured
+    at the same concurrency on an app that does nothing."""
+    threaded: tuple[str, ...] = ()
+    """The route and dependencies FastAPI runs in worker threads here (`threaded_calls`)."""
 
     @property
     def concurrency(self) -> int:
@@ -108,6 +93,36 @@ class ProbePoint:
         return self.result.peak_threads > 0
 
     @property
+    def statements_in_threads(self) -> bool:
+        """Statements ran in worker threads: a thread then waits on the database, and on the
+        pool for its connection, as the threadpool setup's do."""
+        return self.statements.elsewhere > 0
+
+    @property
+    def failed_share(self) -> float:
+        return self.result.failed / max(1, self.result.requests)
+
+    @property
+    def app_cpu_ms(self) -> float:
+        """CPU milliseconds per request, the probe's own share taken out (never below 0)."""
+        return max(0.0, self.result.cpu_ms - self.probe_cpu_ms)
+
+    def failures(self) -> str:
+        """Failed requests by status, then by exception: ``500 (20; the app raised
+        LedgerError 20 times)``, or ``ReadTimeout (3)`` for one the client raised."""
+        said = [
+            f"{status} ({n})" for status, n in sorted(self.result.statuses.items()) if status >= 400
+        ]
+        said.extend(f"{kind} ({n})" for kind, n in self.result.errors.items())
+        raised: Counter[str] = Counter()
+        for name, n in self.app_errors.items():
+            raised[name.split(":")[0]] += n
+        if raised:
+            kinds = ", ".join(f"{kind} {n} times" for kind, n in raised.items())
+            said.append(f"the app raised {kinds}")
+        return "; ".join(said)
+
+    @property
     def loop_db_share(self) -> float:
         """The share of the run the event loop spent inside sync database calls."""
         return min(1.0, self.statements.loop_held_s / self.result.elapsed_s)
@@ -119,10 +134,12 @@ class ProbePoint:
 
     @property
     def setup(self) -> Setup:
-        """The lab setup whose ``C_eff`` rule this route follows, told from what it did."""
+        """The lab setup whose ``C_eff`` rule this route follows, told from what it did: a
+        thread used for something else (a class dependency's ``__init__``) holds no connection,
+        so only statements on worker threads make it the threadpool setup's."""
         if self.statements.held_loop:
             return BLOCKING
-        return THREADPOOL if self.uses_threads else ASYNC
+        return THREADPOOL if self.statements_in_threads else ASYNC
 
     def model(self, cpu_s: float) -> ThroughputModel:
         """The model with this point's limits, its setup taking `cpu_s` per request: its pools'
@@ -139,7 +156,7 @@ class ProbePoint:
 
 def cpu_per_request_s(points: Sequence[ProbePoint]) -> float:
     """The model's ``s``: CPU seconds per request at the path's fewest clients (least contention),
-    the load driver's share included, as in the lab's calibration: it runs in this process too."""
+    the probe's own share included, as in the lab's calibration: it runs on the same core."""
     return points[0].result.cpu_ms / 1000
 
 
@@ -161,22 +178,24 @@ def diagnose(
 
 
 ProbeLimit = Limit | Literal["failed", "other"]
-"""What held a probed point back: one of the model's limits, or no answer at all, or something
+"""What held a probed point back: one of the model's limits, or failing requests, or something
 the probe does not see."""
 
 
 def limit_of(point: ProbePoint, points: Sequence[ProbePoint]) -> ProbeLimit:
     """What held `point` back, from its measurements and its path's first (fewest clients) point.
 
-    First what was busy most of the run: the event loop inside sync database calls, or the
-    CPU (with the CPU saturated, requests queue for it while holding connections and threads,
-    so full pools say nothing then). Then the model's ``C_eff`` limits: the pool, then the
-    threads (a thread waiting for a connection is busy too, so a full pool also fills the
-    threads). Then, if throughput kept up with the clients, the clients; if it did not and the
-    model's `Diagnosis.cpu_knee` is near, the CPU; else something the probe does not see.
+    A point where more than `FAILED_SHARE` of the requests failed is "failed", whatever else
+    was full. Otherwise, first what was busy most of the run: the event loop inside sync
+    database calls, or the CPU (with the CPU saturated, requests queue for it while holding
+    connections and threads, so full pools say nothing then). Then the model's ``C_eff``
+    limits: the pool, then the threads (a thread waiting for a connection is busy too, so a
+    full pool also fills the threads). Then, if throughput kept up with the clients, the
+    clients; if it did not and the model's `Diagnosis.cpu_knee` is near, the CPU; else
+    something the probe does not see.
     """
     first, result = points[0], point.result
-    if result.ok == 0:
+    if result.ok == 0 or point.failed_share > FAILED_SHARE:
         return "failed"
     if point.statements.held_loop and point.loop_db_share >= LOOP_HELD_SHARE:
         return "event loop"
@@ -209,10 +228,21 @@ def verdict(points: Sequence[ProbePoint]) -> str:
         else f"C={c} only"
     )
     limit = limit_of(top, points)
+    failing = [p for p in points if p.result.failed]
+    failed = ", ".join(
+        f"{p.result.failed} of {p.result.requests} at C={p.concurrency}" for p in failing
+    )
     if limit == "failed":
-        reasons = result.reasons.most_common(1) or result.errors.most_common(1)
-        reason = reasons[0][0] if reasons else "no answer"
-        return f"{top.path}: no request succeeded ({reason}): fix that first (the path? --ids?)."
+        if result.ok == 0:
+            return (
+                f"{top.path}: no request succeeded ({top.failures()}): fix that first (the path? "
+                f"a header? --values?). Below: what the app answered and raised."
+            )
+        return (
+            f"{top.path}: held back by failures: {failed} failed ({top.failures()} at C={c}). "
+            f"A limit measured on failing requests says nothing: fix them first. Below: what "
+            f"the app answered and raised."
+        )
     notes = []
     if limit != "event loop" and top.statements.held_loop:
         notes.append(
@@ -223,10 +253,28 @@ def verdict(points: Sequence[ProbePoint]) -> str:
         notes.append(f"All {top.pool} pooled connections were out at once, too.")
     if limit != "threads" and top.uses_threads and result.peak_threads >= result.thread_limit:
         notes.append(f"All {result.thread_limit:g} worker threads were busy at once, too.")
-    if result.failed:
-        notes.append(f"{result.failed} of {result.requests} requests at C={c} failed.")
+    if top.uses_threads and top.threaded:
+        notes.append(_thread_users(top))
+    if failing:
+        notes.append(f"Requests failed: {failed} ({top.failures() or 'none at the top'}).")
     held_back = _held_back_by(limit, top, points, grew)
     return " ".join([f"{top.path}: held back by {held_back}", *notes])
+
+
+def _thread_users(point: ProbePoint) -> str:
+    """Who ran in worker threads on `point`'s path, and whether that can hold a connection."""
+    who = " and ".join(point.threaded)
+    if point.statements_in_threads:
+        return (
+            f"Worker threads ran {who}, and statements ran there: each such request holds a "
+            f"thread and a connection while it waits on the database."
+        )
+    if point.setup is ASYNC:
+        return (
+            f"Worker threads ran {who}, and no statement ran there: those threads hold no "
+            f"connection, so they cannot stall the pool."
+        )
+    return f"Worker threads ran {who}; no statement ran there."
 
 
 def _held_back_by(
@@ -251,17 +299,20 @@ def _held_back_by(
             f"(within what the database accepts), or hold connections for less time."
         )
     if limit == "threads":
+        who = " and ".join(top.threaded) or "the route"
         return (
             f"the threads: all {result.thread_limit:g} of AnyIO's worker threads were busy at "
-            f"C={c} ({grew}). Raise AnyIO's thread limit, or make the route `async def` with an "
-            f"AsyncSession."
+            f"C={c} ({grew}). Raise AnyIO's thread limit, or make {who} `async def`"
+            + (" with an AsyncSession." if top.statements_in_threads else ".")
         )
     if limit == "cpu":
         cpu_s = cpu_per_request_s(points)
         one_core_rps = 1 / cpu_s if cpu_s > 0 else float("nan")
         return (
-            f"the CPU: {cpu_s * 1000:.1f} ms of it per request (the load driver's share "
-            f"included) lets one core serve about {one_core_rps:.0f} requests a second, the "
+            f"the CPU: {cpu_s * 1000:.1f} ms of it per request (the app's "
+            f"{points[0].app_cpu_ms:.1f} ms, the probe's {points[0].probe_cpu_ms:.1f} ms) lets "
+            f"one core serve about "
+            f"{one_core_rps:.0f} requests a second, the "
             f"model's CPU knee is near C_eff={diagnose(top, points).cpu_knee:.0f}, and the "
             f"process was busy {top.cpu_share:.0%} of a core at C={c} ({grew}). More clients will "
             f"not help; do less work per request, or run more worker processes."
@@ -283,9 +334,11 @@ def stall(points: Sequence[ProbePoint], concurrency: int) -> str | None:
 
     Notebook 05's two deadlocks (`Diagnosis.may_deadlock`), told from the path's last point so
     far: past the pool's size, a route holding the loop waits on the loop for a connection only
-    the loop could give back; from ``threads + pool`` requests, a ``def`` route's threads all
-    wait for connections whose sessions wait for a thread to close them. Each stall lasts the
-    pool's timeout, and recurs.
+    the loop could give back; from ``threads + pool`` requests, a route whose statements ran on
+    worker threads can have every thread wait for a connection whose session waits for a
+    thread to close it. Threads that ran no statement (a class dependency's ``__init__``) hold
+    no connection: such a route only queues. Each stall lasts the pool's timeout, and recurs.
+    The reason is said without its concurrency, which the caller puts first.
     """
     last = points[-1] if points else None
     if last is None or last.pool is None or not diagnose(last, points, concurrency).may_deadlock:
@@ -295,12 +348,13 @@ def stall(points: Sequence[ProbePoint], concurrency: int) -> str | None:
     wait = f"each stall lasts the pool's timeout ({timeout:g} s) and ends in an error"
     if last.setup.holds is Holds.EVENT_LOOP:
         return (
-            f"C={concurrency} not run: more requests than the pool's {pool} connections, on a "
-            f"route that holds the event loop, wait for connections only the loop frees; {wait}"
+            f"more requests than the pool's {pool} connections, on a route that holds the "
+            f"event loop, wait for connections only the loop frees; {wait}"
         )
     return (
-        f"C={concurrency} not run: {threads:g} threads + {pool} connections in flight can "
-        f"leave every thread waiting for a connection, each held for a thread; {wait}"
+        f"{threads:g} threads + {pool} connections in flight, with statements on worker "
+        f"threads, can leave every thread waiting for a connection, each held for a thread; "
+        f"{wait}"
     )
 
 
@@ -318,7 +372,9 @@ class ProbeResult(Tabular):
     unsupported: set[str] = field(default_factory=set)
     """Databases whose statements ran without the simulated wait (no sleep call known)."""
     skipped: dict[str, list[str]] = field(default_factory=dict)
-    """Points not run, by path, each with the reason (see `stall`)."""
+    """Points not run, or run anyway with ``force``, by path, each with the reason (`stall`)."""
+    app_errors: AppErrors = field(default_factory=AppErrors)
+    """The first traceback of each exception the app raised (counts are per point)."""
 
     def by_path(self) -> dict[str, list[ProbePoint]]:
         return {p.path: [q for q in self.points if q.path == p.path] for p in self.points}
@@ -328,7 +384,7 @@ class ProbeResult(Tabular):
         rows = []
         for path, points in self.by_path().items():
             for point in points:
-                result, pool = point.result, point.pool
+                result = point.result
                 measured = result.row()  # the load driver's own columns, named as in bench
                 rows.append(
                     {
@@ -336,19 +392,31 @@ class ProbeResult(Tabular):
                         "C": point.concurrency,
                         "L_ms": self.latency_ms,
                         **{name: measured[name] for name in SHARED_COLUMNS},
+                        "failures": point.failures(),
                         "stmts": point.statements.statements / result.requests,
                         "peak_conns": point.conns.peak_checked_out,
-                        "pool": float("nan") if pool is None else pool,
+                        "pool": point.pool,
                         "peak_threads": result.peak_threads,
                         "threads": result.thread_limit,
                         "loop_held": point.statements.held_loop,
+                        "stmts_in_threads": point.statements_in_threads,
                         "loop_db_share": point.loop_db_share,
                         "cpu_share": point.cpu_share,
+                        "cpu_ms": result.cpu_ms,
+                        "probe_cpu_ms": point.probe_cpu_ms,
+                        "app_cpu_ms": point.app_cpu_ms,
                         "C_eff": point.c_eff,
                         "limit": limit_of(point, points),
                     }
                 )
         return rows
+
+    def to_frame(self) -> pd.DataFrame:
+        """As `Tabular.to_frame`, with the pool a whole number, blank where there is none."""
+        frame = super().to_frame()
+        if "pool" in frame:
+            frame["pool"] = frame["pool"].astype("Int64")
+        return frame
 
     def verdicts(self) -> list[str]:
         """One sentence per path (see `verdict`), and why any of its points was not run."""
@@ -356,6 +424,49 @@ class ProbeResult(Tabular):
             " ".join([verdict(points), *(f"{why}." for why in self.skipped.get(path, []))])
             for path, points in self.by_path().items()
         ]
+
+    def what_failed(self) -> list[str]:
+        """What a server's log and a client would show of the failures: each exception the app
+        raised, counted, with its first traceback; the first body of each failing status."""
+        raised: Counter[str] = Counter()
+        bodies: dict[tuple[str, int], str] = {}
+        for point in self.points:
+            raised.update(point.app_errors)
+            for status, text in point.result.first_bodies.items():
+                bodies.setdefault((point.path, status), text)
+        said = [
+            f"The app raised {key} ({n} times); the first traceback:\n"
+            f"{self.app_errors.tracebacks.get(key, '(none kept)').rstrip()}"
+            for key, n in raised.items()
+        ]
+        said.extend(
+            f"{path} answered {status} first with: {text[:300] or '(an empty body)'}"
+            for (path, status), text in bodies.items()
+        )
+        return said
+
+
+async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that answers 200 at once: what the probe costs without an app."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _probe_cpu_ms(counts: dict[int, int], request: ProbeRequest) -> dict[int, float]:
+    """CPU milliseconds per request that the probe itself spends at each concurrency: its
+    client, its lag probe and its thread gauge, measured against `_nothing`."""
+    transport = httpx.ASGITransport(app=_nothing)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        return {
+            c: (
+                await run_load(
+                    client, "/", requests=n, concurrency=c, warmup=min(c, 10), sent=request.sent
+                )
+            ).cpu_ms
+            for c, n in counts.items()
+        }
 
 
 @contextmanager
@@ -373,56 +484,87 @@ def _gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+@contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """No log record below WARNING, from any logger, for the block: an app that sets its root
+    logger to INFO would print a line per request (httpx's "HTTP Request: ..." among them)."""
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+
+
 async def probe(
-    app: FastAPI,
+    app: ASGIApp,
     paths: Sequence[str],
     concurrencies: Sequence[int],
     *,
+    request: ProbeRequest | None = None,
     latency_ms: float = 0.0,
     requests: int = 200,
-    ids: int = 1,
     per_client: int = 3,
     warmup: int = 10,
+    force: bool = False,
     progress: tqdm[Any] | None = None,
 ) -> ProbeResult:
-    """Load each of `paths` (GET) at each of `concurrencies` through `app`'s own lifespan.
+    """Load each of `paths` at each of `concurrencies` through `app`, started by its lifespan.
 
-    `latency_ms` is added to every statement on every engine, from after startup (a lifespan
-    that seeds a database need not wait for each row) to the end. ``{id}`` in a path cycles
-    through 1 to `ids`. A point sends `requests`, and at least `per_client` per client: with
-    one each, all would start together and never reach the steady state the model is about.
-    Each point starts with up to `warmup` unmeasured requests, so pools and threads exist
-    before the clock starts. The app's errors are answers (a 500 is a failed request), as
-    under a server. Points where the path would stall in its pool are skipped (`stall`).
+    `request`: the method, headers, body and path parameter values (see `ProbeRequest`; a GET
+    with each parameter 1 by default). `latency_ms` is added to every statement on every
+    engine, from after startup (a lifespan that seeds a database need not wait for each row) to
+    the end. A point sends `requests`, and at least `per_client` per client: with one each, all
+    would start together and never reach the steady state the model is about. Each point
+    starts with up to `warmup` unmeasured requests, so pools and threads exist before the
+    clock starts. The app's errors are answers (a 500 is a failed request), as under a server,
+    and kept (`ProbeResult.app_errors`). Points where the path would stall in its pool are
+    skipped (`stall`), unless `force`. Logging below WARNING is off while the points run.
     """
+    request = request or ProbeRequest()
     concurrencies = sorted(set(concurrencies))
     report = ProbeResult(latency_ms=latency_ms)
     counts = {c: max(requests, per_client * c) for c in concurrencies}
     if progress is not None:
         progress.reset(total=len(paths) * sum(counts.values()))
     try:
-        async with lab_client(app, raise_app_exceptions=False) as client:
+        async with served(app) as (client, errors):
+            report.app_errors = errors
             # The thread watch first: its clock must start before the simulated wait.
             with (
+                _quiet_logging(),
                 _gc_frozen(),
                 watch_statement_threads() as seen,
                 latency_everywhere(latency_ms) as slowed,
             ):
+                probe_cpu = await _probe_cpu_ms(counts, request)
                 for path in paths:
+                    path_of = request.path_of(path)
+                    threaded = tuple(threaded_calls(app, path_of(0), request.method))
                     done: list[ProbePoint] = []
                     for c in concurrencies:
                         why = stall(done, c)
-                        if why is not None:
-                            report.skipped.setdefault(path, []).append(why)
+                        if why is not None and not force:
+                            report.skipped.setdefault(path, []).append(
+                                f"C={c} not run: {why} (--force runs it)"
+                            )
                             if progress is not None:
                                 progress.update(counts[c])
                             continue
+                        if why is not None:
+                            report.skipped.setdefault(path, []).append(
+                                f"C={c} run anyway (--force), though {why}"
+                            )
                         if progress is not None:
                             progress.set_description(f"{path} C={c}")
                         if warmup:  # unwatched, so statements per request are the run's
                             n = min(c, warmup)
-                            await run_load(client, path, requests=n, concurrency=n, ids=ids)
+                            await run_load(
+                                client, path, requests=n, concurrency=n,
+                                path_of=path_of, sent=request.sent,
+                            )  # fmt: skip
                         seen.take()  # what ran between points belongs to none
+                        errors.take()
                         with watch_engine(None) as conns:
                             result = await run_load(
                                 client,
@@ -430,9 +572,20 @@ async def probe(
                                 requests=counts[c],
                                 concurrency=c,
                                 progress=progress,
-                                ids=ids,
+                                path_of=path_of,
+                                sent=request.sent,
                             )
-                        done.append(ProbePoint(path, result, conns, seen.take()))
+                        done.append(
+                            ProbePoint(
+                                path,
+                                result,
+                                conns,
+                                seen.take(),
+                                app_errors=errors.take(),
+                                probe_cpu_ms=probe_cpu[c],
+                                threaded=threaded,
+                            )
+                        )
                     report.points.extend(done)
                 report.unsupported = set(slowed.unsupported)
     finally:

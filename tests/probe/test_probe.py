@@ -15,7 +15,6 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,10 @@ from labkit.bench.results import LoadResult
 from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, watch_statement_threads
 from labkit.instruments.watch import EngineCounts, LagTrace, watch_engine
+from labkit.probe.app_import import ProbeError, import_app
 from labkit.probe.sweep import (
-    ProbeError,
     ProbePoint,
     diagnose,
-    import_app,
     limit_of,
     probe,
     stall,
@@ -44,19 +42,6 @@ from labkit.settings import async_url, database_url
 TESTS = Path(__file__).resolve().parents[1]
 KINDS = {"tutorial": False, "blocking": True, "async": False}  # prefix: holds the event loop?
 PATHS = [f"/{prefix}/heroes/{{id}}" for prefix in KINDS]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def probe_apps_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The apps' SQLite files go to a temporary folder (read when each app is first imported)."""
-    folder = tmp_path_factory.mktemp("probe_apps")
-    saved = os.environ.get("PROBE_APPS_DIR")
-    os.environ["PROBE_APPS_DIR"] = str(folder)
-    yield folder
-    if saved is None:
-        del os.environ["PROBE_APPS_DIR"]
-    else:
-        os.environ["PROBE_APPS_DIR"] = saved
 
 
 def _listeners() -> tuple[int, ...]:
@@ -102,6 +87,7 @@ async def test_a_route_that_holds_the_loop_is_not_run_where_it_would_stall_in_th
     assert [point.concurrency for point in report.points] == [1]  # sorted, then 16 skipped
     (why,) = report.skipped["/heroes/{id}"]
     assert "C=16 not run" in why and "pool's 15 connections" in why and "(30 s)" in why
+    assert "--force runs it" in why
     assert "C=16 not run" in report.verdicts()[0]
 
 
@@ -130,8 +116,14 @@ def test_import_app_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
         import_app("labkit_no_such_app:app")
     with pytest.raises(ProbeError, match="no attribute 'nope'"):
         import_app("tests.probe_apps.tutorial:nope")
-    with pytest.raises(ProbeError, match=r"not a FastAPI or Starlette app \(type Engine\)"):
+    with pytest.raises(ProbeError, match=r"not an ASGI app \(type Engine\)"):
         import_app("tests.probe_apps.tutorial:engine")
+    with pytest.raises(
+        ProbeError, match="function of no arguments: if it builds the app, --factory"
+    ):
+        import_app("tests.probe_apps.shipped:create_app")
+    with pytest.raises(ProbeError, match=r"--factory: .*read_hero\(\) failed: .*missing"):
+        import_app("tests.probe_apps.tutorial:read_hero", factory=True)
     (tmp_path / "labkit_probe_elsewhere.py").write_text(
         "from fastapi import FastAPI\n\nclass Holder:\n    app = FastAPI()\n"
     )
@@ -203,6 +195,7 @@ def _point(
     cpu: float = 0.2,
     conns: int = 0,
     threads: int = 0,
+    in_threads: int = 0,
     held_s: float = 0.0,
     pool: Pool | None = None,
 ) -> ProbePoint:
@@ -213,7 +206,9 @@ def _point(
         statuses=Counter({200: int(rps)}), errors=Counter(), reasons=Counter(),
         lag=LagTrace(0.001), peak_threads=threads,
     )  # fmt: skip
-    seen = StatementThreads(0, on_loop_sync=int(held_s > 0), loop_held_s=held_s)
+    seen = StatementThreads(
+        0, on_loop_sync=int(held_s > 0), elsewhere=in_threads, loop_held_s=held_s
+    )
     if pool is not None:
         seen.pools[id(pool)] = pool
     return ProbePoint("/p", result, EngineCounts(peak_checked_out=conns), seen)
@@ -225,7 +220,7 @@ def _point(
         ({"rps": 10, "held_s": 0.95, "conns": 10}, "event loop"),
         ({"rps": 10, "cpu": 0.95, "conns": 15, "threads": 40}, "cpu"),  # all full, CPU-bound
         ({"rps": 10, "conns": 15, "threads": 40}, "pool"),  # threads wait for connections too
-        ({"rps": 10, "conns": 20, "threads": 40}, "threads"),  # with a pool of 60 (below)
+        ({"rps": 10, "conns": 20, "threads": 40, "in_threads": 10}, "threads"),  # pool of 60
         ({"rps": 10, "conns": 10}, "other"),  # nothing full, the CPU idle, and yet flat
         ({"rps": 0}, "failed"),
     ],
@@ -267,13 +262,17 @@ def test_a_path_whose_first_point_failed_has_no_model() -> None:
     assert limit_of(top, [failed, top]) == "other"
 
 
-def test_a_def_route_is_not_run_from_threads_plus_pool_clients() -> None:
-    """The model's deadlock rule for a route on worker threads: from 40 threads + 15
-    connections; a route on neither, never."""
+def test_a_route_with_statements_on_threads_is_not_run_from_threads_plus_pool_clients() -> None:
+    """The model's deadlock rule for statements on worker threads: from 40 threads + 15
+    connections. Threads that ran no statement (a class dependency's __init__) hold no
+    connection: that route, like one on neither, only queues."""
     engine = create_engine("sqlite://", poolclass=QueuePool, pool_size=15, max_overflow=0)
-    threaded = [_point(1, 45, threads=1, pool=engine.pool)]
+    threaded = [_point(1, 45, threads=1, in_threads=45, pool=engine.pool)]
     assert stall(threaded, 54) is None
     why = stall(threaded, 55)
     assert why is not None and "40 threads + 15 connections" in why
+    class_dependency = [_point(1, 45, threads=1, pool=engine.pool)]
+    assert class_dependency[0].uses_threads and not class_dependency[0].statements_in_threads
+    assert stall(class_dependency, 1000) is None
     assert stall([_point(1, 45, pool=engine.pool)], 1000) is None  # async: it only queues
     engine.dispose()
