@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from tqdm import tqdm  # a progress bar: tqdm.auto's, a widget in a notebook
 
 
+LAG_INTERVAL_S = 0.001
+"""How often the lag probe asks to be woken during a run: every millisecond."""
+
+
 def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
     """The path of request `i`: ``/SETUP/users/{id}`` for a setup, ``/health`` as it is, or any
     path, where ``{id}`` is replaced by an id from 1 to `ids`, cycling, so every request finds
@@ -196,7 +200,7 @@ async def run_load(
     app: LabApp | None = None,
     warmup: int = 0,
     health_every_s: float | None = None,
-    lag_interval_s: float = 0.001,
+    lag_interval_s: float = LAG_INTERVAL_S,
     progress: tqdm[Any] | None = None,
     ids: int | None = None,
     path_of: Callable[[int], str] | None = None,

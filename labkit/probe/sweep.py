@@ -16,9 +16,11 @@ database at once (``C_eff``), read here from what was measured rather than from 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,13 +32,13 @@ from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labkit.app.client import BASE_URL
-from labkit.bench.load import run_load
+from labkit.bench.load import LAG_INTERVAL_S, run_load
 from labkit.bench.model import Diagnosis, Limit, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular
 from labkit.bench.setups import ASYNC, BLOCKING, THREADPOOL, Holds, Setup
 from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, pool_capacity, watch_statement_threads
-from labkit.instruments.watch import EngineCounts, watch_engine
+from labkit.instruments.watch import EngineCounts, LagProbe, ThreadGauge, watch_engine
 from labkit.probe.request import ProbeRequest
 from labkit.probe.serving import AppErrors, served
 from labkit.probe.thread_users import threaded_calls
@@ -70,8 +72,10 @@ class ProbePoint:
     app_errors: Counter[str] = field(default_factory=Counter)
     """Exceptions the app raised out of this point's requests, by ``Type: message``."""
     probe_cpu_ms: float = math.nan
-    """CPU milliseconds per request the probe itself spends (its client, its watches), measured
-    at the same concurrency on an app that does nothing."""
+    """CPU milliseconds per request the probe itself spent (its client, its watches), as
+    `ProbeCost` measures them."""
+    watches_cpu_ms: float = 0.0
+    """The watches' part of `probe_cpu_ms`: spent per second of the run, not per request."""
     threaded: tuple[str, ...] = ()
     """The route and dependencies FastAPI runs in worker threads here (`threaded_calls`)."""
 
@@ -155,9 +159,14 @@ class ProbePoint:
 
 
 def cpu_per_request_s(points: Sequence[ProbePoint]) -> float:
-    """The model's ``s``: CPU seconds per request at the path's fewest clients (least contention),
-    the probe's own share included, as in the lab's calibration: it runs on the same core."""
-    return points[0].result.cpu_ms / 1000
+    """The model's ``s``: CPU seconds per request at the path's fewest clients (least contention).
+
+    The probe's client is counted in, as in the lab's calibration: it runs on the same core. Its
+    watches are left out: they wake every millisecond however many requests run, so at one
+    client they add a share per request that more clients spread thin.
+    """
+    first = points[0]
+    return (first.result.cpu_ms - first.watches_cpu_ms) / 1000
 
 
 def diagnose(
@@ -306,12 +315,11 @@ def _held_back_by(
             + (" with an AsyncSession." if top.statements_in_threads else ".")
         )
     if limit == "cpu":
-        cpu_s = cpu_per_request_s(points)
+        cpu_s, app_ms = cpu_per_request_s(points), points[0].app_cpu_ms
         one_core_rps = 1 / cpu_s if cpu_s > 0 else float("nan")
         return (
-            f"the CPU: {cpu_s * 1000:.1f} ms of it per request (the app's "
-            f"{points[0].app_cpu_ms:.1f} ms, the probe's {points[0].probe_cpu_ms:.1f} ms) lets "
-            f"one core serve about "
+            f"the CPU: {cpu_s * 1000:.1f} ms of it per request ({app_ms:.1f} ms the app's, "
+            f"{cpu_s * 1000 - app_ms:.1f} ms the probe's client's) lets one core serve about "
             f"{one_core_rps:.0f} requests a second, the "
             f"model's CPU knee is near C_eff={diagnose(top, points).cpu_knee:.0f}, and the "
             f"process was busy {top.cpu_share:.0%} of a core at C={c} ({grew}). More clients will "
@@ -446,6 +454,26 @@ class ProbeResult(Tabular):
         return said
 
 
+@dataclass(frozen=True)
+class ProbeCost:
+    """The CPU the probe itself spends, in this process, beside the app's: its client's per
+    request, and its lag probe's and thread gauge's per second of a run (they wake every
+    millisecond whatever the requests do). At most this much when the loop is busy: the lag
+    probe then wakes less often."""
+
+    client_ms: dict[int, float]
+    """CPU milliseconds per request of the client at each concurrency, the watches' share out."""
+    watches_ms_per_s: float
+
+    def watches_ms(self, result: LoadResult) -> float:
+        """The watches' CPU milliseconds per request in `result`'s run."""
+        return self.watches_ms_per_s * result.elapsed_s / max(1, result.requests)
+
+    def per_request_ms(self, result: LoadResult) -> float:
+        """The probe's CPU milliseconds per request in `result`'s run, watches included."""
+        return self.client_ms[result.concurrency] + self.watches_ms(result)
+
+
 async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
     """An ASGI app that answers 200 at once: what the probe costs without an app."""
     if scope["type"] != "http":
@@ -454,19 +482,22 @@ async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _probe_cpu_ms(counts: dict[int, int], request: ProbeRequest) -> dict[int, float]:
-    """CPU milliseconds per request that the probe itself spends at each concurrency: its
-    client, its lag probe and its thread gauge, measured against `_nothing`."""
+async def probe_cost(counts: dict[int, int], request: ProbeRequest) -> ProbeCost:
+    """What the probe spends, measured: its watches idle for a moment, then its client against
+    `_nothing` at each concurrency, with as many requests as a point sends."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    async with LagProbe(LAG_INTERVAL_S, on_wake=ThreadGauge().sample):
+        await asyncio.sleep(0.3)
+    watches = (time.process_time() - cpu_start) / (time.perf_counter() - start) * 1000
     transport = httpx.ASGITransport(app=_nothing)
+    client_ms = {}
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-        return {
-            c: (
-                await run_load(
-                    client, "/", requests=n, concurrency=c, warmup=min(c, 10), sent=request.sent
-                )
-            ).cpu_ms
-            for c, n in counts.items()
-        }
+        for c, n in counts.items():
+            run = await run_load(
+                client, "/", requests=n, concurrency=c, warmup=min(c, 10), sent=request.sent
+            )
+            client_ms[c] = max(0.0, run.cpu_ms - watches * run.elapsed_s / n)
+    return ProbeCost(client_ms, watches)
 
 
 @contextmanager
@@ -537,7 +568,7 @@ async def probe(
                 watch_statement_threads() as seen,
                 latency_everywhere(latency_ms) as slowed,
             ):
-                probe_cpu = await _probe_cpu_ms(counts, request)
+                cost = await probe_cost(counts, request)
                 for path in paths:
                     path_of = request.path_of(path)
                     threaded = tuple(threaded_calls(app, path_of(0), request.method))
@@ -582,7 +613,8 @@ async def probe(
                                 conns,
                                 seen.take(),
                                 app_errors=errors.take(),
-                                probe_cpu_ms=probe_cpu[c],
+                                probe_cpu_ms=cost.per_request_ms(result),
+                                watches_cpu_ms=cost.watches_ms(result),
                                 threaded=threaded,
                             )
                         )

@@ -1,6 +1,7 @@
 """An app as people ship one: a factory, CORS middleware around it, a bearer token on every
 route, UUID keys, a POST with a JSON body, a class dependency on an async route, a legacy
-route with a sync `Session` in ``async def``, and a route that fails one request in three.
+route with a sync `Session` in ``async def``, a ``def`` route with the same sync `Session`,
+and a route that fails one request in three.
 
 It imports nothing of labkit, and nothing in it is there for the probe.
 """
@@ -130,6 +131,13 @@ def create_app() -> ASGIApp:
     async def read_item_legacy(
         item_id: uuid.UUID, session: LegacySessionDep, _user: UserDep
     ) -> ItemOut:
+        row = session.get(Item, item_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Item not found")
+        return ItemOut(id=row.id, name=row.name)
+
+    @api.get("/reports/{item_id}")
+    def read_report(item_id: uuid.UUID, session: LegacySessionDep, _user: UserDep) -> ItemOut:
         row = session.get(Item, item_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Item not found")
