@@ -4,6 +4,8 @@ as uvicorn does, serving through a wrapper, the app's exceptions, who runs in wo
 from __future__ import annotations
 
 import uuid
+from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +14,8 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from labkit.__main__ import build_parser
+from labkit.bench.results import LoadResult
+from labkit.instruments.watch import LagTrace
 from labkit.probe.app_import import ProbeError, fastapi_inside, import_app
 from labkit.probe.request import (
     ProbeRequest,
@@ -22,6 +26,7 @@ from labkit.probe.request import (
     parameter_values,
 )
 from labkit.probe.serving import served
+from labkit.probe.sweep import probe_cost
 from labkit.probe.thread_users import runs_in_thread, threaded_calls
 
 
@@ -159,3 +164,19 @@ async def test_served_runs_the_lifespan_through_the_wrapper_and_keeps_the_apps_e
     kept = errors.tracebacks[said]
     assert "the app's frames only" in kept and "shipped.py" in kept
     assert "site-packages" not in kept and "raise LedgerError" in kept
+
+
+@pytest.mark.anyio
+async def test_the_probes_own_cpu_is_its_clients_per_request_and_its_watches_per_second() -> None:
+    cost = await probe_cost({1: 20, 5: 20}, ProbeRequest())
+    assert set(cost.client_ms) == {1, 5}
+    assert all(ms > 0 for ms in cost.client_ms.values())
+    assert cost.watches_ms_per_s > 0  # a wake-up every millisecond is not free
+    run = LoadResult(
+        setup="/p", concurrency=5, requests=100, latency_ms=0.0, elapsed_s=2.0, cpu_s=0.5,
+        response_times_s=array("d"), server_total_s=array("d"), server_db_s=array("d"),
+        statuses=Counter({200: 100}), errors=Counter(), reasons=Counter(), lag=LagTrace(0.001),
+    )  # fmt: skip
+    watches = cost.watches_ms_per_s * 2.0 / 100  # two seconds of watching, over 100 requests
+    assert cost.watches_ms(run) == pytest.approx(watches)
+    assert cost.per_request_ms(run) == pytest.approx(cost.client_ms[5] + watches)
