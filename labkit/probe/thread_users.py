@@ -46,8 +46,11 @@ def _kind(call: Any) -> str:
 
 
 def _name(call: Any) -> str:
+    """The name the code gives `call`: ``Page``, ``Pagination.__call__``, ``read_item`` (a
+    route defined inside ``create_app`` too, without Python's ``<locals>`` path)."""
     target = _target(call)
-    return str(getattr(target, "__qualname__", None) or type(target).__qualname__)
+    named = str(getattr(target, "__qualname__", None) or type(target).__qualname__)
+    return named.rsplit("<locals>.", 1)[-1]
 
 
 def _dependencies(dependant: Dependant) -> list[Dependant]:

@@ -139,7 +139,7 @@ def test_thread_users_are_named_as_fastapi_runs_them() -> None:
     wrapped = CORSMiddleware(api, allow_origins=["*"])
     assert threaded_calls(wrapped, "/a/3") == ["dependency Pagination (class)"]
     assert threaded_calls(wrapped, "/b") == [
-        "route test_thread_users_are_named_as_fastapi_runs_them.<locals>.sync_route (def)",
+        "route sync_route (def)",
         "dependency sync_dependency (def)",
     ]
     assert threaded_calls(wrapped, "/nowhere") == []
