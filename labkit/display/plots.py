@@ -30,7 +30,8 @@ from labkit.bench.grid import GridResult
 from labkit.bench.results import LoadResult, by_setup
 from labkit.bench.setups import setup_named
 from labkit.palette import BLUE, BLUISH_GREEN, GREY, REDDISH_PURPLE, SKY_BLUE
-from labkit.probe.sweep import ProbeResult, diagnose, limit_of
+from labkit.probe.points import diagnose, limit_of
+from labkit.probe.sweep import ProbeResult
 
 OTHER_COLOURS = {"health": GREY}
 """Paths that are not a setup: ``/health`` grey, any other reddish purple."""

@@ -36,7 +36,8 @@ from labkit.display.plots import (
 )
 from labkit.instruments.statements import StatementThreads
 from labkit.instruments.watch import EngineCounts, LagTrace
-from labkit.probe.sweep import ProbePoint, ProbeResult, limit_of
+from labkit.probe.points import ProbePoint, limit_of
+from labkit.probe.sweep import ProbeResult
 
 
 def result(

@@ -29,14 +29,9 @@ from labkit.instruments.latency import latency_everywhere
 from labkit.instruments.statements import StatementThreads, watch_statement_threads
 from labkit.instruments.watch import EngineCounts, LagTrace, watch_engine
 from labkit.probe.app_import import ProbeError, import_app
-from labkit.probe.sweep import (
-    ProbePoint,
-    diagnose,
-    limit_of,
-    probe,
-    stall,
-    verdict,
-)
+from labkit.probe.points import ProbePoint, diagnose, limit_of, stall
+from labkit.probe.sweep import probe
+from labkit.probe.verdicts import verdict
 from labkit.settings import async_url, database_url
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from labkit.__main__ import build_parser
 from labkit.bench.results import LoadResult
 from labkit.instruments.watch import LagTrace
 from labkit.probe.app_import import ProbeError, fastapi_inside, import_app
+from labkit.probe.cost import probe_cost
 from labkit.probe.request import (
     ProbeRequest,
     RequestOptionError,
@@ -26,7 +27,6 @@ from labkit.probe.request import (
     parameter_values,
 )
 from labkit.probe.serving import served
-from labkit.probe.sweep import probe_cost
 from labkit.probe.thread_users import runs_in_thread, threaded_calls
 
 
