@@ -54,7 +54,7 @@ def _listeners() -> tuple[int, ...]:
 def test_probe_flags_only_the_sync_session_in_async_def_and_leaves_no_listeners(capsys) -> None:
     before = _listeners()
     code = main(
-        ["probe", "tests.probe_apps.all_three:app", "--latency", "20", "--concurrency", "1,10",
+        ["probe", "tests.probe_apps.all_three:app", "--latency", "50", "--concurrency", "1,10",
          "--requests", "5", "--ids", "3", "--csv", "-", *(f"--path={p}" for p in PATHS)]
     )  # fmt: skip
     assert code == 0
