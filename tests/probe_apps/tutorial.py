@@ -1,6 +1,6 @@
 """Heroes, as FastAPI's SQL tutorial writes the app: a sync `Session` dependency, ``def`` routes
-to create, list and read heroes. The tutorial's models are SQLModel's; SQLModel needs
-SQLAlchemy older than 2.1, so these are SQLAlchemy's and Pydantic's, with the same fields."""
+to create, list and read heroes. The tutorial writes its models with SQLModel; these are
+SQLAlchemy's and Pydantic's, with the same fields, so the lab needs no SQLModel."""
 
 import os
 import tempfile
