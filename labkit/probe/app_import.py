@@ -1,8 +1,7 @@
 """Your app, found as uvicorn finds it: ``MODULE:ATTR``, ``--factory``, ``--app-dir``.
 
 Any ASGI app will do, a FastAPI app wrapped in middleware included (``app = CORSMiddleware(api,
-...)``): the probe talks ASGI to it, as a server does. `fastapi_inside` then looks through the
-wrappers for the FastAPI app, whose routes say which calls FastAPI sends to worker threads.
+...)``): the probe talks ASGI to it, as a server does.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 
@@ -64,16 +62,3 @@ def _takes_no_arguments(function: Any) -> bool:
     optional = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     parameters = inspect.signature(function).parameters.values()
     return all(p.default is not p.empty or p.kind in optional for p in parameters)
-
-
-def fastapi_inside(app: ASGIApp) -> FastAPI | None:
-    """The FastAPI app `app` is, or wraps: Starlette's middleware and most others keep the app
-    they wrap as ``.app``. None when there is none to be found."""
-    seen: Any = app
-    for _ in range(50):  # a chain of wrappers, not a cycle
-        if isinstance(seen, FastAPI):
-            return seen
-        seen = getattr(seen, "app", None)
-        if seen is None:
-            return None
-    return None

@@ -2,9 +2,10 @@
 
 `served` runs the app's lifespan through ASGI messages (so a lifespan reaches the app through
 any middleware around it), passes its state to each request as uvicorn does, and hands out an
-``httpx.AsyncClient`` bound to the app. A server turns an exception the app raises into a 500
-and logs the traceback; here `AppErrors` keeps it, counted by type and message, with the
-first traceback of each: the reason a user needs when a route fails.
+``httpx.AsyncClient`` bound to the app, with the route each request took. A server turns an
+exception the app raises into a 500 and logs the traceback; here `AppErrors` keeps it,
+counted by type and message, with the first traceback of each: the reason a user needs when a
+route fails.
 """
 
 from __future__ import annotations
@@ -74,12 +75,30 @@ class AppErrors:
         return taken
 
 
-class _Watched:
-    """The app, as the client calls it: each request gets the lifespan's state, and an
-    exception out of the app is noted before it goes on to the client's transport."""
+@dataclass
+class Served:
+    """An app started by `served`: a client bound to it, and what a server would see of it."""
 
-    def __init__(self, app: ASGIApp, state: dict[str, Any], errors: AppErrors) -> None:
-        self.app, self.state, self.errors = app, state, errors
+    client: httpx.AsyncClient
+    errors: AppErrors
+    routes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """The route the app's router picked for each method and path, as Starlette leaves it in
+    the request's scope (``scope["route"]``): a FastAPI ``APIRoute``, with its dependencies."""
+
+
+class _Watched:
+    """The app, as the client calls it: each request gets the lifespan's state; an exception
+    out of the app is noted before it goes on to the client's transport, and the route the
+    app picked is noted too."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: dict[str, Any],
+        errors: AppErrors,
+        routes: dict[tuple[str, str], Any],
+    ) -> None:
+        self.app, self.state, self.errors, self.routes = app, state, errors, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -89,6 +108,9 @@ class _Watched:
         except Exception as exc:
             self.errors.add(exc)
             raise
+        finally:
+            if "route" in scope:  # routing updates the scope it was given, through any wrapper
+                self.routes[scope.get("method", ""), scope["path"]] = scope["route"]
 
 
 async def _answer(app_sent: asyncio.Queue[Message], running: asyncio.Task[None]) -> Message | None:
@@ -135,15 +157,16 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
 
 
 @asynccontextmanager
-async def served(app: ASGIApp) -> AsyncIterator[tuple[httpx.AsyncClient, AppErrors]]:
-    """`app` started, a client bound to it, and the exceptions its requests raise.
+async def served(app: ASGIApp) -> AsyncIterator[Served]:
+    """`app` started, a client bound to it, the exceptions its requests raise and the routes
+    they took.
 
     As under a server, an exception is an answer (a 500 if nothing was sent yet), not an error
     in the caller: a load run counts it as a failed request.
     """
-    errors = AppErrors()
+    errors, routes = AppErrors(), dict[tuple[str, str], Any]()
     async with lifespan(app) as state:
-        watched = _Watched(app, state, errors)
+        watched = _Watched(app, state, errors, routes)
         transport = httpx.ASGITransport(app=watched, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            yield client, errors
+            yield Served(client, errors, routes)

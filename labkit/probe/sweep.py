@@ -193,7 +193,8 @@ async def probe(
     if progress is not None:
         progress.reset(total=len(paths) * sum(counts.values()))
     try:
-        async with served(app) as (client, errors):
+        async with served(app) as seen_app:
+            client, errors = seen_app.client, seen_app.errors
             report.app_errors = errors
             # The thread watch first: its clock must start before the simulated wait.
             with (
@@ -205,7 +206,7 @@ async def probe(
                 cost = await probe_cost(counts, request)
                 for path in paths:
                     path_of = request.path_of(path)
-                    threaded = tuple(threaded_calls(app, path_of(0), request.method))
+                    first_request = (request.method, path_of(0))  # sent by every point
                     done: list[ProbePoint] = []
                     for c in concurrencies:
                         why = stall(done, c)
@@ -249,7 +250,7 @@ async def probe(
                                 app_errors=errors.take(),
                                 probe_cpu_ms=cost.per_request_ms(result),
                                 watches_cpu_ms=cost.watches_ms(result),
-                                threaded=threaded,
+                                threaded=tuple(threaded_calls(seen_app.routes.get(first_request))),
                             )
                         )
                     report.points.extend(done)

@@ -15,10 +15,6 @@ from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.routing import Match
-from starlette.types import ASGIApp
-
-from labkit.probe.app_import import fastapi_inside
 
 
 def _target(call: Any) -> Any:
@@ -60,18 +56,15 @@ def _dependencies(dependant: Dependant) -> list[Dependant]:
     return found
 
 
-def threaded_calls(app: ASGIApp, path: str, method: str = "GET") -> list[str]:
-    """The route and dependencies of `method` `path` that run in worker threads, each named
-    with its kind ("route read_item (def)", "dependency Pagination (class)"); empty when none
-    do, or when `app` has no FastAPI route for the path."""
-    fastapi = fastapi_inside(app)
-    if fastapi is None:
-        return []
-    scope = {"type": "http", "path": path, "method": method, "root_path": ""}
-    for route in fastapi.router.routes:
-        if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
-            break
-    else:
+def threaded_calls(route: Any) -> list[str]:
+    """The route's endpoint and dependencies that run in worker threads, each named with its
+    kind ("route read_item (def)", "dependency Pagination (class)"); empty when none do, or
+    when `route` is not a FastAPI route (a mounted app's, say, or None: not seen yet).
+
+    `route` is the one the app's router picked for a request (`Served.routes`): FastAPI
+    resolves included routers when it routes, so the route is found as a request finds it.
+    """
+    if not isinstance(route, APIRoute):
         return []
     named = []
     if runs_in_thread(route.endpoint):

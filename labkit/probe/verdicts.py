@@ -61,7 +61,7 @@ def verdict(points: Sequence[ProbePoint]) -> str:
 
 def _thread_users(point: ProbePoint) -> str:
     """Who ran in worker threads on `point`'s path, and whether that can hold a connection."""
-    who = " and ".join(point.threaded)
+    who = _listed(point.threaded)
     if point.statements_in_threads:
         return (
             f"Worker threads ran {who}, and statements ran there: each such request holds a "
@@ -97,7 +97,7 @@ def _held_back_by(
             f"(within what the database accepts), or hold connections for less time."
         )
     if limit == "threads":
-        who = " and ".join(top.threaded) or "the route"
+        who = _listed(top.threaded) or "the route"
         return (
             f"the threads: all {result.thread_limit:g} of AnyIO's worker threads were busy at "
             f"C={c} ({grew}). Raise AnyIO's thread limit, or make {who} `async def`"
@@ -124,3 +124,8 @@ def _held_back_by(
         f"{top.cpu_share:.0%} of a core) as measured, yet {grew}: look for a lock (SQLite "
         f"lets one writer in at a time) or another service the route waits on."
     )
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)

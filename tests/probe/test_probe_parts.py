@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from labkit.__main__ import build_parser
 from labkit.bench.results import LoadResult
 from labkit.instruments.watch import LagTrace
-from labkit.probe.app_import import ProbeError, fastapi_inside, import_app
+from labkit.probe.app_import import ProbeError, import_app
 from labkit.probe.cost import probe_cost
 from labkit.probe.request import (
     ProbeRequest,
@@ -100,7 +100,6 @@ def _plain_function() -> None:
 def test_import_app_finds_a_wrapped_app_and_calls_a_factory(tmp_path: Path) -> None:
     wrapped = import_app("tests.probe_apps.shipped:app")
     assert isinstance(wrapped, CORSMiddleware)
-    assert fastapi_inside(wrapped) is not None
     made = import_app("tests.probe_apps.shipped:create_app", factory=True)
     assert isinstance(made, CORSMiddleware) and made is not wrapped
     with pytest.raises(ProbeError, match="if it builds the app, --factory"):
@@ -123,26 +122,31 @@ async def async_dependency(page: Annotated[Pagination, Depends()]) -> int:
     return page.offset
 
 
-def test_thread_users_are_named_as_fastapi_runs_them() -> None:
-    api = FastAPI()
+@pytest.mark.anyio
+async def test_thread_users_are_named_from_the_route_each_request_took() -> None:
+    """Through middleware and an included router with a prefix, as FastAPI routes them."""
+    api, router = FastAPI(), APIRouter(prefix="/items")
 
-    @api.get("/a/{n}")
+    @router.get("/{n}")
     async def all_async(n: int, one: Annotated[int, Depends(async_dependency)]) -> int:
         return n + one
 
-    @api.get("/b")
+    @router.get("/")
     def sync_route(one: Annotated[int, Depends(sync_dependency)]) -> int:
         return one
 
+    api.include_router(router, prefix="/api")
     assert runs_in_thread(Pagination) and runs_in_thread(sync_dependency)
     assert not runs_in_thread(async_dependency)
-    wrapped = CORSMiddleware(api, allow_origins=["*"])
-    assert threaded_calls(wrapped, "/a/3") == ["dependency Pagination (class)"]
-    assert threaded_calls(wrapped, "/b") == [
+    async with served(CORSMiddleware(api, allow_origins=["*"])) as seen:
+        for path in ("/api/items/3", "/api/items/", "/nowhere"):
+            await seen.client.get(path)
+    assert threaded_calls(seen.routes["GET", "/api/items/3"]) == ["dependency Pagination (class)"]
+    assert threaded_calls(seen.routes["GET", "/api/items/"]) == [
         "route sync_route (def)",
         "dependency sync_dependency (def)",
     ]
-    assert threaded_calls(wrapped, "/nowhere") == []
+    assert threaded_calls(seen.routes.get(("GET", "/nowhere"))) == []
 
 
 @pytest.mark.anyio
@@ -151,7 +155,8 @@ async def test_served_runs_the_lifespan_through_the_wrapper_and_keeps_the_apps_e
 ) -> None:
     app = import_app("tests.probe_apps.shipped:create_app", factory=True)
     token = {"Authorization": "Bearer change-me"}
-    async with served(app) as (client, errors):
+    async with served(app) as seen:
+        client, errors = seen.client, seen.errors
         made = await client.post("/items", json={"name": "Widget"}, headers=token)
         assert made.status_code == 201, made.text  # the table exists: the lifespan ran
         item = made.json()["id"]
