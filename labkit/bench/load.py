@@ -47,10 +47,10 @@ LAG_INTERVAL_S = 0.001
 """How often the lag probe asks to be woken during a run: every millisecond."""
 
 
-def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
+def route_for(setup: str) -> Callable[[int], str]:
     """The path of request `i`: ``/SETUP/users/{id}`` for a setup, ``/health`` as it is, or any
-    path, where ``{id}`` is replaced by an id from 1 to `ids`, cycling, so every request finds
-    its row. `ids` defaults to the number of seed users; another app has rows of its own."""
+    path, where ``{id}`` is replaced by a seed user's id, cycling, so every request finds its
+    row. Another app's paths and rows are the probe's (`labkit.probe.request`)."""
     if setup in SETUPS:
         template = f"/{setup}/users/{{id}}"
     elif setup == "health":
@@ -61,9 +61,7 @@ def route_for(setup: str, ids: int | None = None) -> Callable[[int], str]:
         raise ValueError(f"not a setup ({', '.join(SETUPS)}, health) nor a path: {setup!r}")
     if "{id}" not in template:
         return lambda _i: template
-    count = len(seed_users()) if ids is None else ids
-    if count < 1:
-        raise ValueError(f"ids must be at least 1, not {count}")
+    count = len(seed_users())
     return lambda i: template.replace("{id}", str(i % count + 1))
 
 
@@ -202,7 +200,6 @@ async def run_load(
     health_every_s: float | None = None,
     lag_interval_s: float = LAG_INTERVAL_S,
     progress: tqdm[Any] | None = None,
-    ids: int | None = None,
     path_of: Callable[[int], str] | None = None,
     sent: Sent = GET,
 ) -> LoadResult:
@@ -213,7 +210,6 @@ async def run_load(
     a server elsewhere, is measured from outside: leave `app` out.
     `warmup` requests go first, unmeasured, so the pool has its connections.
     `health_every_s`: also poll ``/health`` that often, to see what the load does to others.
-    `ids`: how many ids ``{id}`` in a path cycles through (see `route_for`).
     `path_of`: request `i`'s path, instead of `route_for`'s (`setup` then only names the run);
     `sent`: another method, headers or a body (see `Sent`).
     Failures are counted in the result, never raised; cancelling stops sending and lets the
@@ -221,7 +217,7 @@ async def run_load(
     """
     if requests < 1 or concurrency < 1:
         raise ValueError("requests and concurrency must be at least 1")
-    path_of = path_of or route_for(setup, ids)
+    path_of = path_of or route_for(setup)
     if warmup:
         await _drive(client, path_of, sent, warmup, min(concurrency, warmup), _Recorder(None))
     record = _Recorder(progress)
