@@ -9,8 +9,8 @@ until ``pool_timeout``; then the waiter fails (503) and the others go on.
 `stall_run` loads one setup of a `create_app` app with a watch on: a thread of its own samples
 every thread's stack, and once a checkout has waited half of ``pool_timeout`` it takes a
 `Stall`, which says who waits in the pool and where the requests holding the connections are,
-as last seen before the waiter gave up. The watch also notes on which thread the session
-dependency (`get_db`) opened and closed each session.
+when the most threads waited (the latest such moment) before the waiter gave up. The watch
+also notes on which thread the session dependency (`get_db`) opened and closed each session.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def _noting_holds(value: bool) -> Callable[..., None]:
 
 @dataclass(frozen=True)
 class Stall:
-    """The process while a checkout waited, from half of ``pool_timeout`` on, as last seen."""
+    """The process while a checkout waited, from half of ``pool_timeout`` on, when the most
+    worker threads waited in the pool (the latest such moment)."""
 
     loop_waits: bool
     """The event loop's own thread waits in the pool."""
@@ -145,8 +146,9 @@ def _watch_stalls(
 ) -> Iterator[list[Stall]]:
     """Sample every thread's stack every `every_s`. A checkout that has waited `after_s` while
     none had starts a stall; its `Stall` is taken again at each sample while that checkout still
-    waits, so it ends as the process was just before the first waiter gave up (a stall can take
-    a while to settle: the last threads reach the pool after the first)."""
+    waits, and kept unless it has fewer worker threads waiting: a stall can take a while to
+    settle (the last threads reach the pool after the first), and near ``pool_timeout`` the
+    first waiters give up one by one, so its fullest moment, not its last, shows it whole."""
     stalls: list[Stall] = []
     limiter = anyio.to_thread.current_default_thread_limiter()  # the loop's: call it there
     stop = threading.Event()
@@ -180,7 +182,9 @@ def _watch_stalls(
             if first is not None:
                 thread, wait = first
                 if thread in waiting and waiting[thread][0] is wait:
-                    stalls[-1] = state(long, waiting)
+                    now_seen = state(long, waiting)
+                    if now_seen.threads_wait >= stalls[-1].threads_wait:
+                        stalls[-1] = now_seen
                 else:
                     first = None
             if long and not stalled:
