@@ -85,6 +85,19 @@ class GridResult(Tabular):
         """Measured throughput over the model's bound (NaN without a bound)."""
         return result.throughput / self.model_rps(result)
 
+    def with_fastest_s(self) -> GridResult:
+        """This grid with its model's ``s`` lowered to the grid's own runs at C = 1, L = 0 (the
+        point `calibrate` measures), where they were faster (see `ThroughputModel.with_faster`).
+        """
+        if self.model is None:
+            raise ValueError("this grid has no model: pass run_grid the one calibrate returns")
+        measured = {
+            r.setup: 1 / r.throughput
+            for r in self.results
+            if r.concurrency == 1 and r.latency_ms == 0 and r.throughput > 0
+        }
+        return replace(self, model=self.model.with_faster(measured))
+
     def off_the_model(self) -> list[LoadResult]:
         """Points under `OFF_THE_MODEL` of the model's bound, or over its inverse.
 
@@ -156,7 +169,7 @@ async def calibrate(
     setups: Iterable[str] = SETUPS,
     *,
     requests: int = 100,
-    repeats: int = 3,
+    repeats: int = 5,
     options: EngineOptions | None = None,
 ) -> ThroughputModel:
     """Measure each setup's CPU time per request ``s`` (at L = 0, C = 1): the model's one input.

@@ -8,6 +8,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -289,6 +290,31 @@ async def test_grid_runs_every_point_and_judges_it_by_the_model(db_url) -> None:
     buffer = io.StringIO()
     grid.to_frame().to_csv(buffer, index=False)
     assert len(buffer.getvalue().splitlines()) == 9
+
+
+def test_a_grid_lowers_its_models_s_to_its_own_faster_one_client_runs_at_zero_latency() -> None:
+    def point(setup: str, concurrency: int, latency_ms: float, seconds: float) -> LoadResult:
+        return replace(
+            result_with([seconds] * 10), setup=setup, concurrency=concurrency, latency_ms=latency_ms
+        )
+
+    model = ThroughputModel({"blocking": 0.004, "threadpool": 0.001, "async": 0.004})
+    grid = GridResult(
+        [
+            point("blocking", 1, 0, 0.002),  # faster than calibrated: s becomes 2 ms
+            point("threadpool", 1, 0, 0.002),  # slower: s stays 1 ms
+            point("async", 15, 0, 0.001),  # not one client ...
+            point("async", 1, 5, 0.001),  # ... nor zero latency: s stays 4 ms
+            point("health", 1, 0, 0.0005),  # no setup of the model's
+        ],
+        model,
+    )
+    faster = grid.with_fastest_s().model
+    assert faster is not None
+    assert faster.cpu_s == pytest.approx({"blocking": 0.002, "threadpool": 0.001, "async": 0.004})
+    assert grid.model is model  # the grid it came from keeps its model
+    with pytest.raises(ValueError, match="no model"):
+        GridResult([point("blocking", 1, 0, 0.002)]).with_fastest_s()
 
 
 async def test_grid_in_rounds_merges_the_slices_of_each_point(db_url) -> None:

@@ -80,6 +80,12 @@ def test_the_bound_stops_growing_at_the_knee() -> None:
             assert bounds[knee - 2] < bounds[knee - 1], setup.name  # ... and not before
 
 
+def test_a_faster_measurement_lowers_s_and_a_slower_one_leaves_it() -> None:
+    faster = MODEL.with_faster({"blocking": S / 2, "threadpool": 2 * S})
+    assert faster.cpu_s == {"blocking": S / 2, "threadpool": S, "async": S}
+    assert (faster.pool, faster.threads) == (MODEL.pool, MODEL.threads)
+
+
 def test_unknown_setup_is_refused() -> None:
     with pytest.raises(ValueError, match="no setup 'health'"):
         MODEL.effective_concurrency("health", 1)
