@@ -37,6 +37,7 @@ from labkit.app.serve import ServeOptions, run_workers
 from labkit.bench.drive import DriveOptions
 from labkit.bench.drive import drive as drive_server
 from labkit.bench.grid import calibrate, run_grid
+from labkit.bench.load import Sent
 from labkit.bench.model import ANYIO_THREADS, ThroughputModel
 from labkit.bench.results import LoadResult, Tabular
 from labkit.bench.setups import SETUPS, Holds, setup_named
@@ -420,7 +421,7 @@ def _probe_request(args: argparse.Namespace) -> ProbeRequest:
     elif args.data is not None and "content-type" not in given:
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))
     method = args.method or ("POST" if body is not None else "GET")
-    return ProbeRequest(method, tuple(headers), body, dict(args.values), args.ids)
+    return ProbeRequest(Sent(method, tuple(headers), body), dict(args.values), args.ids)
 
 
 async def probe_app(args: argparse.Namespace) -> int:
@@ -437,7 +438,7 @@ async def probe_app(args: argparse.Namespace) -> int:
         return 2
     parameters = request.describe(args.path)
     print(
-        f"probing {args.app}: {request.method}, {args.requests} requests per point (3 per "
+        f"probing {args.app}: {request.sent.method}, {args.requests} requests per point (3 per "
         f"client at least), {parameters + ', ' if parameters else ''}"
         f"+{args.latency:g} ms per statement on every engine",
         file=out,

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from labkit.app.create import LabApp
 from labkit.app.databases import AsyncDatabase, SyncDatabase
 from labkit.app.seed import seed_users
-from labkit.bench.results import LoadResult
+from labkit.bench.results import LoadResult, succeeded
 from labkit.bench.setups import SETUPS, setup_named
 from labkit.instruments.server_timing import HEADER, parse_server_timing
 from labkit.instruments.watch import (
@@ -100,7 +100,7 @@ class _Recorder:
         self.statuses: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
-        self.first_bodies: dict[int, str] = {}
+        self.first_body: dict[int, str] = {}
         self.progress = progress
 
     def response(self, seconds: float, response: httpx.Response) -> None:
@@ -111,9 +111,11 @@ class _Recorder:
             metrics = parse_server_timing(timing)
             self.server_total.append(metrics.get("total", 0.0) / 1000)
             self.server_db.append(metrics.get("db", 0.0) / 1000)
-        if response.status_code >= 400:
-            self.reasons[f"{response.status_code} {_detail(response)}"] += 1
-            self.first_bodies.setdefault(response.status_code, response.text)
+        status = response.status_code
+        if not succeeded(status):
+            self.reasons[f"{status} {_detail(response)}"] += 1
+            if status not in self.first_body:
+                self.first_body[status] = response.text
         if self.progress is not None:
             self.progress.update()
 
@@ -259,7 +261,7 @@ async def run_load(
         statuses=record.statuses,
         errors=record.errors,
         reasons=record.reasons,
-        first_bodies=record.first_bodies,
+        first_body=record.first_body,
         lag=lag,
         health_s=health,
         engine=counts,

@@ -52,6 +52,12 @@ class Tabular:
         return pd.DataFrame(self.rows())
 
 
+def succeeded(status: int) -> bool:
+    """A 2xx or 3xx answer: the request did what was asked (a redirect is an answer too). Any
+    other status is a failure, counted in `Answers.failed` and said in the run's reasons."""
+    return 200 <= status < 400
+
+
 class Answers:
     """What a load run's answers add up to, for any run that counts `statuses` (and `errors`
     raised instead of an answer), times `response_times_s` and lasts `elapsed_s`.
@@ -67,7 +73,7 @@ class Answers:
 
     @property
     def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 400)
+        return sum(n for status, n in self.statuses.items() if succeeded(status))
 
     @property
     def failed(self) -> int:
@@ -134,8 +140,9 @@ class LoadResult(Answers, Tabular):
     peak_threads: int = 0
     thread_limit: float = ANYIO_THREADS
     pool: int | None = None
-    first_bodies: dict[int, str] = field(default_factory=dict)
-    """The first body of each 4xx and 5xx status: what the app said when it refused."""
+    first_body: dict[int, str] = field(default_factory=dict)
+    """The first body of each failing status (see `succeeded`): what the app said when it
+    refused. (A `SocketLoad` keeps every status's, the successful ones too.)"""
 
     @property
     def cpu_ms(self) -> float:

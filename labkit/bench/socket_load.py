@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from labkit.app.serve import WORKER_HEADER
 from labkit.bench.load import route_for
-from labkit.bench.results import Answers
+from labkit.bench.results import Answers, succeeded
 
 WORKER_HEADER_LINE = f"\r\n{WORKER_HEADER}: ".encode()
 
@@ -45,7 +45,7 @@ class SocketLoad(Answers):
     first_body: dict[int, str] = field(default_factory=dict)
     """The first answer's body for each status: what a 503 said, say."""
     failures: Counter[str] = field(default_factory=Counter)
-    """The bodies of the 4xx and 5xx answers, counted: how many 503s the server's
+    """The bodies of the answers that failed (see `succeeded`), counted: how many 503s the server's
     refusal caused, and how many a wait for a pooled connection that ran out."""
 
 
@@ -74,7 +74,7 @@ async def _client(
             seen.statuses[status] += 1
             text = body.decode(errors="replace")
             seen.first_body.setdefault(status, text)
-            if status >= 400:
+            if not succeeded(status):
                 seen.failures[text] += 1
             if (at := lower.find(WORKER_HEADER_LINE)) >= 0:
                 name = head[at + len(WORKER_HEADER_LINE) : head.index(b"\r\n", at + 2)]

@@ -17,7 +17,7 @@ from typing import Literal
 from sqlalchemy.pool import QueuePool
 
 from labkit.bench.model import Diagnosis, Limit, ThroughputModel
-from labkit.bench.results import LoadResult
+from labkit.bench.results import LoadResult, succeeded
 from labkit.bench.setups import ASYNC, BLOCKING, THREADPOOL, Holds, Setup
 from labkit.instruments.statements import StatementThreads, pool_capacity
 from labkit.instruments.watch import EngineCounts
@@ -87,9 +87,8 @@ class ProbePoint:
     def failures(self) -> str:
         """Failed requests by status, then by exception: ``500 (20; the app raised
         LedgerError 20 times)``, or ``ReadTimeout (3)`` for one the client raised."""
-        said = [
-            f"{status} ({n})" for status, n in sorted(self.result.statuses.items()) if status >= 400
-        ]
+        statuses = sorted(self.result.statuses.items())
+        said = [f"{status} ({n})" for status, n in statuses if not succeeded(status)]
         said.extend(f"{kind} ({n})" for kind, n in self.result.errors.items())
         raised: Counter[str] = Counter()
         for name, n in self.app_errors.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from labkit.bench.load import Sent
+from labkit.bench.load import GET, Sent
 
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """A path parameter as FastAPI writes it in a route, and as the probe's paths name it."""
@@ -77,26 +77,20 @@ def parameter_values(text: str) -> tuple[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    """Everything a probed request carries besides its path's fixed parts.
+    """Everything a probed request carries besides its path's fixed parts: what the load driver
+    sends with every path (`sent`: method, headers, body), and the values of the parameters.
 
     A parameter with no values of its own cycles through the integers 1 to `ids`, the
     default that suits integer keys made by a seeding script.
     """
 
-    method: str = "GET"
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | None = None
+    sent: Sent = GET
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ids: int = 1
 
     def __post_init__(self) -> None:
         if self.ids < 1:
             raise RequestOptionError(f"ids must be at least 1, not {self.ids}")
-
-    @property
-    def sent(self) -> Sent:
-        """What the load driver sends with every path."""
-        return Sent(self.method, self.headers, self.body)
 
     def path_of(self, template: str) -> Callable[[int], str]:
         """Request `i`'s path: each parameter takes its `i`-th value, cycling."""

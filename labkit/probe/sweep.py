@@ -120,7 +120,7 @@ class ProbeResult(Tabular):
         bodies: dict[tuple[str, int], str] = {}
         for point in self.points:
             raised.update(point.app_errors)
-            for status, text in point.result.first_bodies.items():
+            for status, text in point.result.first_body.items():
                 bodies.setdefault((point.path, status), text)
         said = [
             f"The app raised {key} ({n} times); the first traceback:\n"
@@ -206,21 +206,20 @@ async def probe(
                 cost = await probe_cost(counts, request)
                 for path in paths:
                     path_of = request.path_of(path)
-                    first_request = (request.method, path_of(0))  # sent by every point
+                    first_request = (request.sent.method, path_of(0))  # sent by every point
                     done: list[ProbePoint] = []
                     for c in concurrencies:
                         why = stall(done, c)
-                        if why is not None and not force:
-                            report.skipped.setdefault(path, []).append(
-                                f"C={c} not run: {why} (--force runs it)"
-                            )
-                            if progress is not None:
-                                progress.update(counts[c])
-                            continue
                         if why is not None:
                             report.skipped.setdefault(path, []).append(
                                 f"C={c} run anyway (--force), though {why}"
+                                if force
+                                else f"C={c} not run: {why} (--force runs it)"
                             )
+                            if not force:
+                                if progress is not None:
+                                    progress.update(counts[c])
+                                continue
                         if progress is not None:
                             progress.set_description(f"{path} C={c}")
                         if warmup:  # unwatched, so statements per request are the run's

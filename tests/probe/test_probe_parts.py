@@ -73,12 +73,12 @@ def test_the_command_line_spells_the_request_as_curl_does() -> None:
     parser = build_parser()
     posted = _probe_request(
         parser.parse_args(["probe", "m:app", "--path", "/items", "--json", "{}", "-H", "X-A: 1"])
-    )
+    ).sent
     assert posted.method == "POST" and posted.body == b"{}"
     assert posted.headers == (
         ("X-A", "1"), ("Content-Type", "application/json"), ("Accept", "application/json")
     )  # fmt: skip
-    put = _probe_request(parser.parse_args(["probe", "m:app", "--path", "/x", "-X", "put"]))
+    put = _probe_request(parser.parse_args(["probe", "m:app", "--path", "/x", "-X", "put"])).sent
     assert (put.method, put.body, put.headers) == ("PUT", None, ())
 
 
